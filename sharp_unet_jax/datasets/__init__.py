@@ -1,0 +1,12 @@
+"""TFDS builders of the project; importing this package registers them all.
+
+Use them with `tfds.builder(name)` / `tfds.load(name)` after
+`import sharp_unet_jax.datasets`, or with
+`tfds build --imports sharp_unet_jax.datasets NAME`.
+
+Every builder yields at least:
+  image: uint8 (or uint16) array H x W x C at the source's resolution;
+  mask:  uint8 array H x W x 1 of class indices (0 = background).
+"""
+
+from sharp_unet_jax.datasets import synthetic_lesions  # noqa: F401
