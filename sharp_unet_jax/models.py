@@ -25,12 +25,12 @@ from sharp_unet_jax import sharp_block
 Initializer = Callable[..., jax.Array]
 
 INITIALIZERS = {
-    # Keras' default, used by the paper.
-    'glorot_uniform': nn.initializers.glorot_uniform(),
-    # Flax's default.
-    'lecun_normal': nn.initializers.lecun_normal(),
-    # The U-Net paper's Gaussian with std sqrt(2 / fan_in).
-    'he_normal': nn.initializers.he_normal(),
+  # Keras' default, used by the paper.
+  'glorot_uniform': nn.initializers.glorot_uniform(),
+  # Flax's default.
+  'lecun_normal': nn.initializers.lecun_normal(),
+  # The U-Net paper's Gaussian with std sqrt(2 / fan_in).
+  'he_normal': nn.initializers.he_normal(),
 }
 
 
@@ -45,8 +45,13 @@ class ConvPair(nn.Module):
   def __call__(self, x):
     for _ in range(2):
       x = nn.Conv(
-          self.features, (3, 3), padding='SAME', dtype=self.dtype,
-          kernel_init=self.kernel_init, bias_init=nn.initializers.zeros)(x)
+        self.features,
+        (3, 3),
+        padding='SAME',
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        bias_init=nn.initializers.zeros,
+      )(x)
       x = nn.relu(x)
     return x
 
@@ -79,7 +84,8 @@ class UNet(nn.Module):
     """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
     check_input_shape(x.shape, self.depth)
     conv_pair = functools.partial(
-        ConvPair, dtype=self.dtype, kernel_init=self.kernel_init)
+      ConvPair, dtype=self.dtype, kernel_init=self.kernel_init
+    )
     x = x.astype(self.dtype)
 
     skips = []
@@ -92,20 +98,29 @@ class UNet(nn.Module):
     for level in reversed(range(self.depth)):
       features = self.num_filters * 2**level
       x = nn.ConvTranspose(
-          features, (2, 2), strides=(2, 2), padding='SAME', dtype=self.dtype,
-          kernel_init=self.kernel_init, bias_init=nn.initializers.zeros,
-          name=f'upsample_{level}')(x)
+        features,
+        (2, 2),
+        strides=(2, 2),
+        padding='SAME',
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        bias_init=nn.initializers.zeros,
+        name=f'upsample_{level}',
+      )(x)
       skip = skips[level]
       if self.sharp_kernel is not None:
-        skip = sharp_block.SharpBlock(
-            self.sharp_kernel, name=f'sharp_{level}')(skip)
+        skip = sharp_block.SharpBlock(self.sharp_kernel, name=f'sharp_{level}')(skip)
       x = jnp.concatenate([x, skip], axis=-1)
       x = conv_pair(features, name=f'decoder_{level}')(x)
 
     logits = nn.Conv(
-        self.num_classes, (1, 1), dtype=self.dtype,
-        kernel_init=self.kernel_init, bias_init=nn.initializers.zeros,
-        name='head')(x)
+      self.num_classes,
+      (1, 1),
+      dtype=self.dtype,
+      kernel_init=self.kernel_init,
+      bias_init=nn.initializers.zeros,
+      name='head',
+    )(x)
     return logits.astype(jnp.float32)
 
 
@@ -117,13 +132,14 @@ def check_input_shape(shape, depth: int) -> None:
   height, width = shape[1], shape[2]
   if height % factor or width % factor:
     raise ValueError(
-        f'Image sides must be divisible by 2**depth = {factor}; got '
-        f'{height}x{width}. Change image_size or depth.')
+      f'Image sides must be divisible by 2**depth = {factor}; got '
+      f'{height}x{width}. Change image_size or depth.'
+    )
 
 
 MODELS = {
-    'sharp_unet': functools.partial(UNet, sharp_kernel='laplacian'),
-    'unet': functools.partial(UNet, sharp_kernel=None),
+  'sharp_unet': functools.partial(UNet, sharp_kernel='laplacian'),
+  'unet': functools.partial(UNet, sharp_kernel=None),
 }
 
 
@@ -135,21 +151,24 @@ def create_model(config) -> UNet:
   """
   if config.model not in MODELS:
     raise ValueError(
-        f'config.model={config.model!r} is unknown; use one of {sorted(MODELS)}.')
+      f'config.model={config.model!r} is unknown; use one of {sorted(MODELS)}.'
+    )
   if config.kernel_init not in INITIALIZERS:
     raise ValueError(
-        f'config.kernel_init={config.kernel_init!r} is unknown; use one of '
-        f'{sorted(INITIALIZERS)}.')
+      f'config.kernel_init={config.kernel_init!r} is unknown; use one of '
+      f'{sorted(INITIALIZERS)}.'
+    )
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel
   return MODELS[config.model](
-      num_classes=config.num_classes,
-      num_filters=config.num_filters,
-      depth=config.depth,
-      dtype=jnp.dtype(config.dtype),
-      kernel_init=INITIALIZERS[config.kernel_init],
-      **kwargs)
+    num_classes=config.num_classes,
+    num_filters=config.num_filters,
+    depth=config.depth,
+    dtype=jnp.dtype(config.dtype),
+    kernel_init=INITIALIZERS[config.kernel_init],
+    **kwargs,
+  )
 
 
 def init_params(model: UNet, config, rng: jax.Array):

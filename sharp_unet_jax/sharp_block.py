@@ -43,8 +43,9 @@ def make_kernel(spec: KernelSpec) -> np.ndarray:
   if isinstance(spec, str):
     if spec not in NAMED_KERNELS:
       raise ValueError(
-          f'Unknown sharp kernel {spec!r}; use one of {sorted(NAMED_KERNELS)} '
-          'or a 3x3 array.')
+        f'Unknown sharp kernel {spec!r}; use one of {sorted(NAMED_KERNELS)} '
+        'or a 3x3 array.'
+      )
     return NAMED_KERNELS[spec].copy()
   kernel = np.asarray(spec, np.float32)
   if kernel.shape != (3, 3):
@@ -69,12 +70,12 @@ def depthwise_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
   # HWIO layout with I = 1: one input channel per group, one group per channel.
   weights = np.broadcast_to(kernel[:, :, None, None], (kh, kw, 1, channels))
   return jax.lax.conv_general_dilated(
-      x,
-      jnp.asarray(weights, dtype=x.dtype),
-      window_strides=(1, 1),
-      padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=channels,
+    x,
+    jnp.asarray(weights, dtype=x.dtype),
+    window_strides=(1, 1),
+    padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    feature_group_count=channels,
   )
 
 
