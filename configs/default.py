@@ -6,6 +6,7 @@ Sized to train on a 2-core CPU in a few minutes. Dataset configs build on it
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -16,10 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   # TFDS name of the data set (registered by `sharp_unet_jax.datasets`).
   config.dataset = 'synthetic_lesions'
   # TFDS data directory; None uses TFDS' default (~/tensorflow_datasets).
-  config.data_dir = None
+  config.data_dir = config_dict.placeholder(str)
   # Folder with manually downloaded source files (TFDS manual_dir); None uses
   # <data_dir>/downloads/manual.
-  config.manual_dir = None
+  config.manual_dir = config_dict.placeholder(str)
   # TFDS split names for training, periodic validation and the final test.
   config.train_split = 'train'
   config.eval_split = 'validation'

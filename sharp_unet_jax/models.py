@@ -181,3 +181,31 @@ def init_params(model: UNet, config, rng: jax.Array):
 def count_params(params) -> int:
   """Number of scalars in a parameter tree."""
   return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def _summary_main(argv) -> None:
+  """Prints the parameter overview of --config's model, like Keras' summary()."""
+  from absl import flags  # noqa: PLC0415
+  from clu import parameter_overview  # noqa: PLC0415
+
+  del argv
+  config = flags.FLAGS.config
+  model = create_model(config)
+  height, width = config.image_size
+  dummy = jnp.zeros((1, height, width, config.num_channels), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), dummy)['params']
+  print(
+    f'{config.model}: input {height}x{width}x{config.num_channels}, '
+    f'{config.num_classes} output channel(s)'
+  )
+  print(parameter_overview.get_parameter_overview(params, include_stats=False))
+  print('The Sharp block kernel is a constant: it is not a parameter.')
+  print(f'trainable_params={count_params(params)}')
+
+
+if __name__ == '__main__':
+  from absl import app  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  app.run(_summary_main)

@@ -1,0 +1,39 @@
+"""Test session set-up: 4 simulated CPU devices, quiet TF, shared tiny data.
+
+XLA_FLAGS must be set before JAX starts, so it is set here, before any test
+module imports jax.
+"""
+
+import os
+
+os.environ['XLA_FLAGS'] = (
+  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402
+
+NUM_DEVICES = 4
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory):
+  """A TFDS data dir holding the built `synthetic_lesions/small` data set."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  import sharp_unet_jax.datasets  # noqa: F401, PLC0415
+
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder('synthetic_lesions/small', data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+@pytest.fixture
+def tiny_config(tfds_dir):
+  """configs/tiny.py reading the session's data dir."""
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config()
+  config.data_dir = tfds_dir
+  return config

@@ -1,0 +1,108 @@
+"""Tests of U-Net / Sharp U-Net: topology, parameter counts, shapes, CLI."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from sharp_unet_jax import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def param_shapes(name, channels, classes, size=64, **kwargs):
+  model = models.MODELS[name](num_classes=classes, **kwargs)
+  x = jnp.zeros((1, size, size, channels))
+  return jax.eval_shape(model.init, jax.random.key(0), x)['params']
+
+
+@pytest.mark.parametrize('name', ['unet', 'sharp_unet'])
+@pytest.mark.parametrize(
+  'channels,classes,expected',
+  [(3, 1, 7_760_097), (1, 1, 7_759_521), (1, 4, 7_759_620)],
+)
+def test_trainable_parameter_counts_match_the_paper(name, channels, classes, expected):
+  assert models.count_params(param_shapes(name, channels, classes)) == expected
+
+
+def test_sharp_kernel_is_not_in_the_parameter_tree():
+  sharp = param_shapes('sharp_unet', 3, 1, num_filters=4)
+  plain = param_shapes('unet', 3, 1, num_filters=4)
+  assert jax.tree_util.tree_structure(sharp) == jax.tree_util.tree_structure(plain)
+  assert not any('sharp' in name for name in sharp)
+
+
+def test_logits_shape_and_dtype():
+  model = models.UNet(num_classes=4, num_filters=4, depth=3, dtype=jnp.bfloat16)
+  x = jnp.ones((2, 24, 16, 1))
+  params = model.init(jax.random.key(0), x)['params']
+  assert jax.tree_util.tree_leaves(params)[0].dtype == jnp.float32
+  logits = model.apply({'params': params}, x)
+  assert logits.shape == (2, 24, 16, 4) and logits.dtype == jnp.float32
+
+
+def test_sharp_and_plain_differ_only_in_skip_filtering():
+  x = jax.random.uniform(jax.random.key(3), (1, 16, 16, 3))
+  sharp = models.UNet(num_filters=4, depth=2)
+  plain = models.UNet(num_filters=4, depth=2, sharp_kernel=None)
+  params = sharp.init(jax.random.key(0), x)['params']
+  out_sharp = sharp.apply({'params': params}, x)
+  out_plain = plain.apply({'params': params}, x)
+  assert not np.allclose(out_sharp, out_plain)
+
+
+def test_default_initialiser_is_glorot_uniform_with_zero_biases():
+  model = models.UNet(num_filters=8, depth=1, sharp_kernel=None)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  kernel = params['encoder_0']['Conv_1']['kernel']  # 3x3, 8 -> 8
+  limit = np.sqrt(6.0 / (9 * 8 + 9 * 8))
+  assert float(jnp.abs(kernel).max()) <= limit
+  assert float(jnp.abs(kernel).max()) > 0.8 * limit
+  assert float(jnp.abs(params['encoder_0']['Conv_1']['bias']).max()) == 0.0
+
+
+def test_sides_not_divisible_by_two_to_the_depth_are_rejected():
+  model = models.UNet(num_filters=4, depth=4)
+  with pytest.raises(ValueError, match='divisible by 2\\*\\*depth = 16'):
+    model.init(jax.random.key(0), jnp.zeros((1, 40, 48, 3)))
+
+
+def test_create_model_rejects_unknown_names():
+  config = ml_collections.ConfigDict(
+    dict(
+      model='resnet',
+      kernel_init='glorot_uniform',
+      num_classes=1,
+      num_filters=4,
+      depth=2,
+      dtype='float32',
+      sharp_kernel='laplacian',
+    )
+  )
+  with pytest.raises(ValueError, match="config.model='resnet'"):
+    models.create_model(config)
+
+
+def test_summary_cli_prints_trainable_params_last():
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'sharp_unet_jax.models',
+      '--config=configs/default.py',
+      '--config.num_filters=32',
+      '--config.num_channels=1',
+      '--config.num_classes=4',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  assert result.stdout.strip().splitlines()[-1] == 'trainable_params=7759620'
+  assert 'encoder_0/Conv_0/kernel' in result.stdout

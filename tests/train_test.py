@@ -1,0 +1,105 @@
+"""End-to-end training on 4 simulated CPU devices: results, resume, bad input."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from sharp_unet_jax import checkpointing, train
+from sharp_unet_jax.errors import UserError
+
+
+def restored_params(workdir, config):
+  trainer = train.Trainer(config)
+  manager = checkpointing.create_manager(workdir)
+  state = checkpointing.restore(manager, trainer.initial_state())
+  return jax.device_get(state.params), int(state.step)
+
+
+def test_runs_on_four_devices(tiny_config):
+  assert jax.device_count() == 4
+  assert tiny_config.batch_size % 4 == 0
+
+
+def test_end_to_end_writes_results_checkpoints_and_summaries(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(tiny_config, workdir)
+  with open(os.path.join(workdir, 'test_metrics.json')) as f:
+    saved = json.load(f)
+  for key in ('dice', 'iou', 'dice_per_image', 'iou_per_image'):
+    assert 0.0 <= saved[key] <= 1.0 and saved[key] == pytest.approx(results[key])
+  assert saved['step'] == tiny_config.num_train_steps and saved['num_examples'] == 16
+
+  manager = checkpointing.create_manager(workdir)
+  assert manager.latest_step() == tiny_config.num_train_steps
+  metadata_paths = checkpointing._shapes_by_path(
+    manager.item_metadata(manager.latest_step())
+  )
+  assert metadata_paths and not any('sharp' in path for path in metadata_paths)
+
+  events = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert events
+  accumulator = event_accumulator.EventAccumulator(
+    events[0], size_guidance={'tensors': 0}
+  )
+  accumulator.Reload()
+  tags = accumulator.Tags()['tensors']
+  for tag in ('train/loss', 'eval/dice', 'eval/iou_per_image', 'eval/overlays'):
+    assert tag in tags
+  eval_steps = [event.step for event in accumulator.Tensors('eval/dice')]
+  assert eval_steps == [3, 6]
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path):
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(tiny_config, straight)
+
+  resumed = str(tmp_path / 'resumed')
+  tiny_config.num_train_steps = 3
+  train.train_and_evaluate(tiny_config, resumed)
+  assert restored_params(resumed, tiny_config)[1] == 3
+  tiny_config.num_train_steps = 6
+  results = train.train_and_evaluate(tiny_config, resumed)
+  assert results['step'] == 6
+
+  params_straight, _ = restored_params(straight, tiny_config)
+  params_resumed, _ = restored_params(resumed, tiny_config)
+  for a, b in zip(
+    jax.tree_util.tree_leaves(params_straight),
+    jax.tree_util.tree_leaves(params_resumed),
+  ):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_of_another_model_config_fails_clearly(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  tiny_config.num_train_steps = 3
+  train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.num_filters = 8
+  with pytest.raises(UserError, match='written by a different model config'):
+    train.train_and_evaluate(tiny_config, workdir)
+
+
+def test_batch_not_divisible_by_devices_fails_clearly(tiny_config, tmp_path):
+  tiny_config.batch_size = 6
+  with pytest.raises(
+    UserError, match=r'config.batch_size=6 must be a positive multiple'
+  ):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_image_sides_not_divisible_fail_clearly(tiny_config, tmp_path):
+  tiny_config.image_size = (30, 32)
+  with pytest.raises(UserError, match='divisible by 2\\*\\*depth = 4'):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_unwritable_workdir_fails_clearly(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a folder')
+  with pytest.raises(UserError, match='is not a writable folder'):
+    train.prepare_workdir(str(blocker / 'sub'))
