@@ -140,12 +140,34 @@ class PerImageIoU(metrics.Average):
 
 
 @flax.struct.dataclass
+class FirstNonFiniteStep(metrics.Metric):
+  """The earliest step whose loss was NaN or infinite (inf if none was)."""
+
+  step: jax.Array
+
+  @classmethod
+  def from_model_output(cls, loss, step, **_):
+    return cls(jnp.where(jnp.isfinite(loss), jnp.inf, step.astype(jnp.float32)))
+
+  def merge(self, other):
+    return type(self)(jnp.minimum(self.step, other.step))
+
+  @classmethod
+  def empty(cls):
+    return cls(jnp.array(jnp.inf))
+
+  def compute(self):
+    return self.step
+
+
+@flax.struct.dataclass
 class TrainMetrics(metrics.Collection):
   """Metrics logged during training (batch loss, pooled overlap on the batch)."""
 
   loss: metrics.Average.from_output('loss')
   dice: PooledDice
   iou: PooledIoU
+  first_nonfinite_step: FirstNonFiniteStep
 
 
 @flax.struct.dataclass

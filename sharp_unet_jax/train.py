@@ -10,17 +10,15 @@ import functools
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
-import flax.linen as nn
 from flax.training import train_state
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
-import optax
 
 from sharp_unet_jax import (
   checkpointing,
@@ -28,6 +26,8 @@ from sharp_unet_jax import (
   losses,
   metrics,
   models,
+  preemption,
+  steps,
   visualize,
 )
 from sharp_unet_jax.errors import UserError
@@ -51,12 +51,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(str(e)) from e
   input_pipeline.check_batch_size(config.batch_size, 'batch_size')
   input_pipeline.check_batch_size(config.eval_batch_size, 'eval_batch_size')
-  for key in ('num_train_steps', 'log_every_steps', 'eval_every_steps'):
+  for key in (
+    'num_train_steps',
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+  ):
     if config[key] <= 0:
       raise UserError(f'config.{key} must be positive, got {config[key]}.')
 
 
-def prepare_workdir(workdir: str) -> str:
+def prepare_workdir(workdir: Optional[str]) -> str:
   """Creates `workdir` if needed and checks it is writable; returns its path.
 
   Raises:
@@ -77,7 +82,7 @@ def prepare_workdir(workdir: str) -> str:
 
 
 def write_json_atomically(path: str, payload: Any) -> None:
-  """Writes JSON to `path` through a temporary file, so it is never half-written."""
+  """Writes JSON through a temporary file, so `path` is never half-written."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
     json.dump(payload, f, indent=2, sort_keys=True)
@@ -85,56 +90,16 @@ def write_json_atomically(path: str, payload: Any) -> None:
   os.replace(tmp, path)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam with the paper's (Keras default) hyper-parameters."""
-  return optax.adam(
-    config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps
-  )
-
-
-def create_train_state(config, model: nn.Module, rng) -> train_state.TrainState:
-  """Initial parameters and optimiser state (step 0)."""
-  params = models.init_params(model, config, rng)
-  return train_state.TrainState.create(
-    apply_fn=model.apply, params=params, tx=make_optimizer(config)
-  )
-
-
-def _overlap_outputs(logits, labels, num_classes: int) -> dict:
-  intersection, predicted, true = metrics.overlap_counts(
-    metrics.hard_predictions(logits), labels, max(num_classes, 2)
-  )
-  return {'intersection': intersection, 'predicted': predicted, 'true': true}
-
-
-def train_step(state, batch, *, loss_fn, num_classes):
-  """One Adam update on a global batch; returns the new state and metrics."""
-
-  def compute_loss(params):
-    logits = state.apply_fn({'params': params}, batch['image'])
-    return loss_fn(logits, batch['mask']), logits
-
-  (loss, logits), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  outputs = _overlap_outputs(logits, batch['mask'], num_classes)
-  return state, metrics.TrainMetrics.single_from_model_output(loss=loss, **outputs)
-
-
-def eval_step(params, batch, *, apply_fn, loss_fn, num_classes):
-  """Metrics of one padded evaluation batch (padding masked by 'valid')."""
-  logits = apply_fn({'params': params}, batch['image'])
-  per_example_loss = jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(
-    logits, batch['mask']
-  )
-  return metrics.EvalMetrics.single_from_model_output(
-    loss=per_example_loss,
-    mask=batch['valid'],
-    **_overlap_outputs(logits, batch['mask'], num_classes),
-  )
+def _cpu_init_options() -> Optional[dict]:
+  # Initialisation runs once; on CPU, optimising its many PRNG kernels takes
+  # far longer (about 10 s) than running them unoptimised.
+  if jax.default_backend() == 'cpu':
+    return {'xla_backend_optimization_level': 0}
+  return None
 
 
 class Trainer:
-  """Holds the mesh, the compiled steps and the data of one training run."""
+  """Holds the mesh and the compiled steps of one training config."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     check_config(config)
@@ -144,38 +109,38 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
     self.model = models.create_model(config)
     loss_fn = losses.get_loss(config.loss)
-    self.train_step = jax.jit(
-      functools.partial(train_step, loss_fn=loss_fn, num_classes=config.num_classes),
+    shardings = dict(
       in_shardings=(self.replicated, self.data_sharding),
       out_shardings=self.replicated,
+    )
+    self.train_step = jax.jit(
+      functools.partial(
+        steps.train_step, loss_fn=loss_fn, num_classes=config.num_classes
+      ),
       donate_argnums=(0,),
+      **shardings,
     )
     self.eval_step = jax.jit(
       functools.partial(
-        eval_step,
+        steps.eval_step,
         apply_fn=self.model.apply,
         loss_fn=loss_fn,
         num_classes=config.num_classes,
       ),
-      in_shardings=(self.replicated, self.data_sharding),
-      out_shardings=self.replicated,
+      **shardings,
     )
     self.predict = jax.jit(
       lambda params, images: self.model.apply({'params': params}, images),
-      in_shardings=(self.replicated, self.data_sharding),
-      out_shardings=self.replicated,
+      **shardings,
     )
 
   def initial_state(self) -> train_state.TrainState:
     """Fresh state, created directly with replicated sharding."""
-    rng = jax.random.key(self.config.seed)
-    create = functools.partial(create_train_state, self.config, self.model)
-    # Initialisation runs once; on CPU, optimising its many PRNG kernels takes
-    # far longer (about 10 s) than running them unoptimised.
-    options = (
-      {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
+    create = functools.partial(steps.create_train_state, self.config, self.model)
+    compiled = jax.jit(
+      create, out_shardings=self.replicated, compiler_options=_cpu_init_options()
     )
-    return jax.jit(create, out_shardings=self.replicated, compiler_options=options)(rng)
+    return compiled(jax.random.key(self.config.seed))
 
   def global_batch(self, local: dict) -> dict:
     return input_pipeline.make_global_batch(local, self.data_sharding)
@@ -206,18 +171,45 @@ def _log_scalars(writer, step: int, prefix: str, values: dict) -> None:
   writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in values.items()})
 
 
+def _train_values(train_metrics, step: int) -> dict[str, float]:
+  """Host values of the accumulated train metrics; fails on a non-finite loss."""
+  values = {k: float(v) for k, v in jax.device_get(train_metrics.compute()).items()}
+  bad_step = values.pop('first_nonfinite_step')
+  if np.isfinite(bad_step):
+    raise NonFiniteLossError(
+      f'The training loss became NaN or infinite at step {int(bad_step)}; the run '
+      f'stopped at step {step} without saving that state (the latest checkpoint '
+      'is older). Lower --config.learning_rate or check the data.'
+    )
+  return values
+
+
+def _restore_or_start(trainer, manager, workdir: str):
+  """The latest checkpoint's state, or a fresh one (recording the config)."""
+  state = trainer.initial_state()
+  if manager.latest_step() is not None:
+    state = checkpointing.restore(manager, state)
+    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
+  elif jax.process_index() == 0:
+    config_dict = trainer.config.to_dict()
+    write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
+  return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates periodically, checkpoints, and scores the test split.
 
   Launching again with the same workdir resumes from the latest checkpoint.
   At the end, the test-split metrics are written to WORKDIR/test_metrics.json.
+  On SIGTERM the run saves a checkpoint at the current step and returns early.
 
   Args:
     config: a training config (see configs/default.py).
     workdir: folder for checkpoints, TensorBoard summaries and results.
 
   Returns:
-    The test metrics written to test_metrics.json.
+    The test metrics written to test_metrics.json, or, after a preemption,
+    {'preempted': True, 'step': step}.
 
   Raises:
     UserError: for bad config, data, workdir or checkpoint, or a diverged run.
@@ -225,28 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = prepare_workdir(workdir)
   trainer = Trainer(config)
   is_chief = jax.process_index() == 0
-  logging.info(
-    'Process %d/%d, %d devices: %s',
-    jax.process_index(),
-    jax.process_count(),
-    jax.device_count(),
-    jax.devices(),
-  )
   train_data = input_pipeline.load_split(config, config.train_split)
   eval_data = input_pipeline.load_split(config, config.eval_split)
-  logging.info(
-    '%d training and %d validation examples.', len(train_data), len(eval_data)
-  )
+  logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
 
-  state = trainer.initial_state()
   manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
-  if manager.latest_step() is not None:
-    state = checkpointing.restore(manager, state)
-    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
-  elif is_chief:
-    write_json_atomically(os.path.join(workdir, 'config.json'), config.to_dict())
+  state = _restore_or_start(trainer, manager, workdir)
   start_step = int(state.step)
-
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
@@ -260,38 +237,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
   train_metrics = None
-  for step in range(start_step, config.num_train_steps):
-    local = input_pipeline.train_batch(train_data, config, step)
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, step_metrics = trainer.train_step(state, trainer.global_batch(local))
-    train_metrics = (
-      step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-    )
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    is_last = done == config.num_train_steps
-    checkpoint_now = is_last or done % config.checkpoint_every_steps == 0
-    if is_last or checkpoint_now or done % config.log_every_steps == 0:
-      values = {k: float(v) for k, v in jax.device_get(train_metrics.compute()).items()}
-      if not np.isfinite(values['loss']):
-        raise NonFiniteLossError(
-          f'The training loss became {values["loss"]} by step {done}; no checkpoint '
-          'of this state was saved. Lower --config.learning_rate or check the data.'
+  with preemption.PreemptionWatcher() as watcher:
+    for step in range(start_step, config.num_train_steps):
+      local = input_pipeline.train_batch(train_data, config, step)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = trainer.train_step(state, trainer.global_batch(local))
+      train_metrics = (
+        step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      )
+      done = step + 1
+      for hook in hooks:
+        hook(done)
+      is_last = done == config.num_train_steps
+      preempted = watcher.should_stop(done)
+      checkpoint_now = is_last or preempted or done % config.checkpoint_every_steps == 0
+      if checkpoint_now or done % config.log_every_steps == 0:
+        _log_scalars(writer, done, 'train', _train_values(train_metrics, done))
+        train_metrics = None
+      if is_last or done % config.eval_every_steps == 0:
+        values = trainer.evaluate(state.params, eval_data)
+        _log_scalars(writer, done, 'eval', values)
+        logging.info(
+          'step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou']
         )
-      _log_scalars(writer, done, 'train', values)
-      train_metrics = None
-    if is_last or done % config.eval_every_steps == 0:
-      values = trainer.evaluate(state.params, eval_data)
-      _log_scalars(writer, done, 'eval', values)
-      logging.info(
-        'step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou']
-      )
-      writer.write_images(
-        done, {'eval/overlays': trainer.summary_panels(state.params, eval_data)}
-      )
-    if checkpoint_now:
-      checkpointing.save(manager, done, state)
+        panels = trainer.summary_panels(state.params, eval_data)
+        writer.write_images(done, {'eval/overlays': panels})
+      if checkpoint_now:
+        checkpointing.save(manager, done, state, force=preempted)
+      if preempted:
+        manager.wait_until_finished()
+        writer.flush()
+        logging.warning('Preempted: checkpoint at step %d saved in %s.', done, workdir)
+        return {'preempted': True, 'step': done}
   manager.wait_until_finished()
 
   test_data = input_pipeline.load_split(config, config.test_split)
@@ -303,7 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model=config.model,
   )
   _log_scalars(
-    writer, int(state.step), 'test', {k: results[k] for k in ('dice', 'iou')}
+    writer, results['step'], 'test', {k: results[k] for k in ('dice', 'iou')}
   )
   writer.flush()
   if is_chief:
