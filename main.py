@@ -68,6 +68,8 @@ def main(argv):
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   initialize_distributed()
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)  # progress is logged by process 0
   logging.info(
     'JAX process %d/%d, local devices: %s',
     jax.process_index(),

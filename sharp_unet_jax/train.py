@@ -224,7 +224,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
   state = _restore_or_start(trainer, manager, workdir)
   start_step = int(state.step)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  # Only process 0 writes summaries; the others get a writer that drops them.
+  writer = (
+    metric_writers.create_default_writer(workdir)
+    if is_chief
+    else metric_writers.MultiWriter([])
+  )
   if start_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
     parameter_overview.log_parameter_overview(state.params)
