@@ -9,4 +9,13 @@ Every builder yields at least:
   mask:  uint8 array H x W x 1 of class indices (0 = background).
 """
 
-from sharp_unet_jax.datasets import synthetic_lesions  # noqa: F401
+from sharp_unet_jax.datasets import (
+  covid19_ct,  # noqa: F401
+  cvc_clinicdb,  # noqa: F401
+  dsb2018,  # noqa: F401
+  isbi2012,  # noqa: F401
+  isic2018,  # noqa: F401
+  lung_ct,  # noqa: F401
+  segmentation_folder,  # noqa: F401
+  synthetic_lesions,  # noqa: F401
+)

@@ -1,0 +1,57 @@
+"""Sharp U-Net on Data Science Bowl 2018 nuclei (BBBC038), with the paper's settings.
+
+Build the data set once, then train (DIR = the downloaded source files):
+
+  python -m sharp_unet_jax.datasets.build --manual_dir=DIR dsb2018
+  python main.py --config=configs/dsb2018.py --workdir=WORKDIR
+
+(or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
+DIR holds stage1_train/; see sharp_unet_jax/datasets/dsb2018.py.
+
+The splits are train / validation / test, an independent test set. For the
+paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
+the test set, so no independent test) add
+`--config.train_split=paper_train --config.eval_split=paper_test
+--config.test_split=paper_test`.
+"""
+
+from configs import default
+
+
+def get_config():
+  """Returns the config for dsb2018."""
+  config = default.get_config()
+
+  # --- Data -------------------------------------------------------------------
+  config.dataset = 'dsb2018'
+  config.train_split = 'train'
+  config.eval_split = 'validation'
+  config.test_split = 'test'
+  # The paper's input size (height, width).
+  config.image_size = (256, 256)
+  # RGB.
+  config.num_channels = 3
+  # 1 = binary lesion/background mask (sigmoid, binary cross-entropy).
+  config.num_classes = 1
+
+  # --- Model (the paper's) ------------------------------------------------------
+  config.model = 'sharp_unet'
+  config.num_filters = 32
+  config.depth = 4
+
+  # --- Optimiser and loss (the paper's) -----------------------------------------
+  config.batch_size = 16
+  config.learning_rate = 1e-3
+  config.loss = 'cross_entropy'
+
+  # --- Schedule -------------------------------------------------------------------
+  # About 100 epochs of the train split (469 of 670 images); the paper stopped
+  # early on the validation score instead.
+  config.num_train_steps = 3000
+
+  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
+  config.eval_every_steps = 300
+  config.checkpoint_every_steps = 300
+  config.log_every_steps = 30
+
+  return config

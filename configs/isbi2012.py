@@ -1,0 +1,58 @@
+"""Sharp U-Net on ISBI 2012 EM membranes (cell interiors), with the paper's settings.
+
+Build the data set once, then train (DIR = the downloaded source files):
+
+  python -m sharp_unet_jax.datasets.build --manual_dir=DIR isbi2012
+  python main.py --config=configs/isbi2012.py --workdir=WORKDIR
+
+(or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
+DIR holds train-volume.tif and train-labels.tif; images are resized from
+512x512 as in the paper. See sharp_unet_jax/datasets/isbi2012.py.
+
+The splits are train / validation / test, an independent test set. For the
+paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
+the test set, so no independent test) add
+`--config.train_split=paper_train --config.eval_split=paper_test
+--config.test_split=paper_test`.
+"""
+
+from configs import default
+
+
+def get_config():
+  """Returns the config for isbi2012."""
+  config = default.get_config()
+
+  # --- Data -------------------------------------------------------------------
+  config.dataset = 'isbi2012'
+  config.train_split = 'train'
+  config.eval_split = 'validation'
+  config.test_split = 'test'
+  # The paper's input size (height, width).
+  config.image_size = (256, 256)
+  # Grey.
+  config.num_channels = 1
+  # 1 = binary lesion/background mask (sigmoid, binary cross-entropy).
+  config.num_classes = 1
+
+  # --- Model (the paper's) ------------------------------------------------------
+  config.model = 'sharp_unet'
+  config.num_filters = 32
+  config.depth = 4
+
+  # --- Optimiser and loss (the paper's) -----------------------------------------
+  config.batch_size = 16
+  config.learning_rate = 1e-3
+  config.loss = 'cross_entropy'
+
+  # --- Schedule -------------------------------------------------------------------
+  # About 100 epochs of the train split (21 of 30 sections); the paper stopped
+  # early on the validation score instead.
+  config.num_train_steps = 200
+
+  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
+  config.eval_every_steps = 20
+  config.checkpoint_every_steps = 20
+  config.log_every_steps = 2
+
+  return config
