@@ -62,19 +62,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Schedule ----------------------------------------------------------------
   # Total training steps.
-  config.num_train_steps = 1200
+  config.num_train_steps = 600
   # Seed of parameter init and data order.
   config.seed = 0
 
   # --- Evaluation, logging and checkpoints -------------------------------------
   # Evaluate on eval_split every this many steps (and at the end).
-  config.eval_every_steps = 400
+  config.eval_every_steps = 200
   # Batch size of evaluation; the last batch is padded and masked.
   config.eval_batch_size = 32
   # Write train metrics every this many steps.
   config.log_every_steps = 100
   # Save a checkpoint every this many steps (and at the end).
-  config.checkpoint_every_steps = 400
+  config.checkpoint_every_steps = 200
   # Keep this many most recent checkpoints.
   config.max_checkpoints_to_keep = 3
   # Number of validation images shown as overlays in TensorBoard.
