@@ -5,12 +5,19 @@ module imports jax.
 """
 
 import os
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
 )
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent XLA cache for the session, shared with the subprocesses the
+# tests launch: the many runs of the tiny config compile once.
+os.environ.setdefault(
+  'JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='sharp_unet_jax_xla_')
+)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # noqa: E402
 

@@ -31,6 +31,14 @@ flags.DEFINE_bool(
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
 flags.DEFINE_integer('process_id', None, 'Index of this process, 0..num_processes-1.')
+flags.DEFINE_string(
+  'compilation_cache_dir',
+  os.environ.get(
+    'JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/sharp_unet_jax/xla')
+  ),
+  "JAX's persistent compilation cache: a second launch skips compilation. "
+  'Empty to disable.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -67,6 +75,8 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if FLAGS.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
   initialize_distributed()
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # progress is logged by process 0
