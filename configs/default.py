@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Schedule ----------------------------------------------------------------
   # Total training steps.
-  config.num_train_steps = 600
+  config.num_train_steps = 400
   # Seed of parameter init and data order.
   config.seed = 0
 
