@@ -16,44 +16,16 @@ the test set, so no independent test) add
 --config.test_split=paper_test`.
 """
 
-from configs import default
+from configs import paper_settings
 
 
 def get_config():
-  """Returns the config for covid19_ct."""
-  config = default.get_config()
-
-  # --- Data -------------------------------------------------------------------
-  config.dataset = 'covid19_ct'
-  config.train_split = 'train'
-  config.eval_split = 'validation'
-  config.test_split = 'test'
-  # The paper's input size (height, width).
-  config.image_size = (512, 512)
-  # Grey.
-  config.num_channels = 1
-  # Background, ground-glass, consolidation, pleural effusion (softmax,
-  # categorical cross-entropy).
-  config.num_classes = 4
-
-  # --- Model (the paper's) ------------------------------------------------------
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-
-  # --- Optimiser and loss (the paper's) -----------------------------------------
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
-
-  # --- Schedule -------------------------------------------------------------------
-  # About 100 epochs of the train split (70 of 100 slices); the paper stopped
-  # early on the validation score instead.
-  config.num_train_steps = 500
-
-  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
-  config.eval_every_steps = 50
-  config.checkpoint_every_steps = 50
-  config.log_every_steps = 5
-
-  return config
+  """Returns the config for covid19_ct with the paper's settings."""
+  # Train split: 70 of the 100 slices.
+  return paper_settings.get_paper_config(
+    dataset='covid19_ct',
+    image_size=(512, 512),
+    num_channels=1,
+    num_classes=4,
+    num_train_examples=70,
+  )

@@ -57,14 +57,84 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b2 = 0.999
   config.adam_eps = 1e-7
   # Loss: 'cross_entropy' (the paper's: binary or categorical), 'dice' (soft
-  # Dice) or 'cross_entropy_dice' (their sum).
+  # Dice), 'cross_entropy_dice' (their sum) or 'focal' (focal loss, gamma 2).
   config.loss = 'cross_entropy'
+  # Weight the loss per pixel by the U-Net paper's border weight map
+  # w = w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), from instance labels where the
+  # data set has them (dsb2018), else connected components (weight_map.py).
+  config.weight_map = False
+  # w0 of the weight map (the U-Net paper's 10).
+  config.weight_map_w0 = 10.0
+  # sigma of the weight map in pixels of image_size (the U-Net paper's 5).
+  config.weight_map_sigma = 5.0
+  # w_c balances class frequencies of the train split (mean weight 1); False
+  # makes w_c = 1.
+  config.weight_map_balance = True
+
+  # --- Augmentation (on device, in the train step; augment.py) ---------------
+  config.augment = ml_collections.ConfigDict()
+  # Master switch; the paper trains without augmentation.
+  config.augment.enabled = False
+  # Random horizontal and vertical flips.
+  config.augment.flip = True
+  # Random multiples of 90 degrees (square image_size only; else skipped).
+  config.augment.rot90 = True
+  # Uniform random rotation in [-x, x] degrees (0 = off).
+  config.augment.rotation_degrees = 10.0
+  # Isotropic zoom, log-uniform in [1/(1+x), 1+x] (0 = off).
+  config.augment.scale = 0.1
+  # Shift, uniform in [-x, x] times the image side, per axis (0 = off).
+  config.augment.shift = 0.05
+  # Elastic deformation (U-Net paper): Gaussian displacements with this std in
+  # pixels of image_size on a coarse grid, bicubic to every pixel (0 = off).
+  config.augment.elastic_sigma = 10.0
+  # Nodes per side of the elastic grid (the U-Net paper's 3 x 3).
+  config.augment.elastic_grid = 3
+  # Brightness offset, uniform in [-x, x] (images are in [0, 1]; 0 = off).
+  config.augment.brightness = 0.1
+  # Contrast factor around the image mean, uniform in [1-x, 1+x] (0 = off).
+  config.augment.contrast = 0.1
+  # Gamma, exp(uniform(-x, x)) (0 = off).
+  config.augment.gamma = 0.1
 
   # --- Schedule ----------------------------------------------------------------
   # Total training steps.
   config.num_train_steps = 400
-  # Seed of parameter init and data order.
+  # Seed of parameter init, data order and augmentation.
   config.seed = 0
+  # Learning-rate schedule (schedules.py): 'constant' (learning_rate for
+  # num_train_steps steps), 'cosine' (linear warmup, then cosine decay to
+  # cosine_end_factor * learning_rate at num_train_steps) or 'plateau' (the
+  # paper's reduce-on-plateau on the monitored validation metric).
+  config.schedule = 'constant'
+  # 'cosine': warmup steps from 0 to learning_rate.
+  config.warmup_steps = 0
+  # 'cosine': final learning rate as a fraction of learning_rate.
+  config.cosine_end_factor = 0.0
+  # 'plateau': multiply the rate by this factor (the paper's 0.1) ...
+  config.plateau_factor = 0.1
+  # ... after this many evaluations without improvement (the paper's 10) ...
+  config.plateau_patience = 10
+  # ... where improving means by more than this, absolute (the paper's 1e-4) ...
+  config.plateau_min_delta = 1e-4
+  # ... and never below this rate (the paper's 1e-8).
+  config.plateau_min_lr = 1e-8
+  # Validation metric that drives 'plateau', early stopping and the best
+  # checkpoint: 'soft_iou' (the paper's soft Jaccard), 'iou', 'iou_per_image',
+  # 'dice', 'dice_per_image' or 'loss' (with monitor_mode='min').
+  config.monitor_metric = 'soft_iou'
+  # 'max' or 'min': whether larger monitor_metric values are better.
+  config.monitor_mode = 'max'
+  # Stop after early_stopping_patience evaluations without improvement, then
+  # restore the best state (kept in WORKDIR/checkpoints_best) for the test.
+  config.early_stopping = False
+  # Evaluations without improvement before stopping (the paper's 20).
+  config.early_stopping_patience = 20
+  # Improvement needed to reset the patience and save a new best checkpoint.
+  config.early_stopping_min_delta = 0.0
+  # Keep the best-scoring state in WORKDIR/checkpoints_best (always on with
+  # early_stopping). The paper protocol: configs/paper.py.
+  config.save_best_checkpoint = False
 
   # --- Evaluation, logging and checkpoints -------------------------------------
   # Evaluate on eval_split every this many steps (and at the end).

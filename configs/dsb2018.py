@@ -15,43 +15,16 @@ the test set, so no independent test) add
 --config.test_split=paper_test`.
 """
 
-from configs import default
+from configs import paper_settings
 
 
 def get_config():
-  """Returns the config for dsb2018."""
-  config = default.get_config()
-
-  # --- Data -------------------------------------------------------------------
-  config.dataset = 'dsb2018'
-  config.train_split = 'train'
-  config.eval_split = 'validation'
-  config.test_split = 'test'
-  # The paper's input size (height, width).
-  config.image_size = (256, 256)
-  # RGB.
-  config.num_channels = 3
-  # 1 = binary lesion/background mask (sigmoid, binary cross-entropy).
-  config.num_classes = 1
-
-  # --- Model (the paper's) ------------------------------------------------------
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-
-  # --- Optimiser and loss (the paper's) -----------------------------------------
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
-
-  # --- Schedule -------------------------------------------------------------------
-  # About 100 epochs of the train split (469 of 670 images); the paper stopped
-  # early on the validation score instead.
-  config.num_train_steps = 3000
-
-  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
-  config.eval_every_steps = 300
-  config.checkpoint_every_steps = 300
-  config.log_every_steps = 30
-
-  return config
+  """Returns the config for dsb2018 with the paper's settings."""
+  # Train split: 469 of the 670 images.
+  return paper_settings.get_paper_config(
+    dataset='dsb2018',
+    image_size=(256, 256),
+    num_channels=3,
+    num_classes=1,
+    num_train_examples=469,
+  )

@@ -16,43 +16,16 @@ the test set, so no independent test) add
 --config.test_split=paper_test`.
 """
 
-from configs import default
+from configs import paper_settings
 
 
 def get_config():
-  """Returns the config for isbi2012."""
-  config = default.get_config()
-
-  # --- Data -------------------------------------------------------------------
-  config.dataset = 'isbi2012'
-  config.train_split = 'train'
-  config.eval_split = 'validation'
-  config.test_split = 'test'
-  # The paper's input size (height, width).
-  config.image_size = (256, 256)
-  # Grey.
-  config.num_channels = 1
-  # 1 = binary lesion/background mask (sigmoid, binary cross-entropy).
-  config.num_classes = 1
-
-  # --- Model (the paper's) ------------------------------------------------------
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-
-  # --- Optimiser and loss (the paper's) -----------------------------------------
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
-
-  # --- Schedule -------------------------------------------------------------------
-  # About 100 epochs of the train split (21 of 30 sections); the paper stopped
-  # early on the validation score instead.
-  config.num_train_steps = 200
-
-  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
-  config.eval_every_steps = 20
-  config.checkpoint_every_steps = 20
-  config.log_every_steps = 2
-
-  return config
+  """Returns the config for isbi2012 with the paper's settings."""
+  # Train split: 21 of the 30 sections.
+  return paper_settings.get_paper_config(
+    dataset='isbi2012',
+    image_size=(256, 256),
+    num_channels=1,
+    num_classes=1,
+    num_train_examples=21,
+  )

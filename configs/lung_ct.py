@@ -15,43 +15,16 @@ the test set, so no independent test) add
 --config.test_split=paper_test`.
 """
 
-from configs import default
+from configs import paper_settings
 
 
 def get_config():
-  """Returns the config for lung_ct."""
-  config = default.get_config()
-
-  # --- Data -------------------------------------------------------------------
-  config.dataset = 'lung_ct'
-  config.train_split = 'train'
-  config.eval_split = 'validation'
-  config.test_split = 'test'
-  # The paper's input size (height, width).
-  config.image_size = (256, 256)
-  # Grey.
-  config.num_channels = 1
-  # 1 = binary lesion/background mask (sigmoid, binary cross-entropy).
-  config.num_classes = 1
-
-  # --- Model (the paper's) ------------------------------------------------------
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-
-  # --- Optimiser and loss (the paper's) -----------------------------------------
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
-
-  # --- Schedule -------------------------------------------------------------------
-  # About 100 epochs of the train split (187 of 267 slices); the paper stopped
-  # early on the validation score instead.
-  config.num_train_steps = 1200
-
-  # --- Evaluation, logging and checkpoints (about every 10 epochs) ---------------
-  config.eval_every_steps = 120
-  config.checkpoint_every_steps = 120
-  config.log_every_steps = 12
-
-  return config
+  """Returns the config for lung_ct with the paper's settings."""
+  # Train split: 187 of the 267 slices.
+  return paper_settings.get_paper_config(
+    dataset='lung_ct',
+    image_size=(256, 256),
+    num_channels=1,
+    num_classes=1,
+    num_train_examples=187,
+  )
