@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharp_unet_jax import sharp_block
+from sharp_unet_jax import fast_layers, sharp_block
 
 Initializer = Callable[..., jax.Array]
 
@@ -70,6 +70,12 @@ class UNet(nn.Module):
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32 and
       the logits are returned as float32.
     kernel_init: initialiser of every convolution kernel; biases start at 0.
+    pool_implementation: 2x2 max-pool as 'reduce_window' (nn.max_pool),
+      'reshape' (same values and gradients, faster on CPU) or 'auto' (reshape
+      on CPU). See fast_layers.py.
+    upsample_implementation: the 2x2 stride-2 transposed conv as 'conv'
+      (nn.ConvTranspose), 'dot' (same parameters and result, about 10x faster
+      gradients on CPU) or 'auto' (dot on CPU).
   """
 
   num_classes: int = 1
@@ -78,6 +84,8 @@ class UNet(nn.Module):
   sharp_kernel: Optional[sharp_block.KernelSpec] = 'laplacian'
   dtype: Any = jnp.float32
   kernel_init: Initializer = INITIALIZERS['glorot_uniform']
+  pool_implementation: str = 'auto'
+  upsample_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -92,21 +100,33 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = conv_pair(self.num_filters * 2**level, name=f'encoder_{level}')(x)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = fast_layers.max_pool(x, self.pool_implementation)
     x = conv_pair(self.num_filters * 2**self.depth, name='bottleneck')(x)
 
+    upsample = fast_layers.resolve(
+      self.upsample_implementation, fast_layers.UPSAMPLE_IMPLEMENTATIONS, 'dot', 'conv'
+    )
     for level in reversed(range(self.depth)):
       features = self.num_filters * 2**level
-      x = nn.ConvTranspose(
-        features,
-        (2, 2),
-        strides=(2, 2),
-        padding='SAME',
-        dtype=self.dtype,
-        kernel_init=self.kernel_init,
-        bias_init=nn.initializers.zeros,
-        name=f'upsample_{level}',
-      )(x)
+      if upsample == 'dot':
+        up = fast_layers.UpConv2x2(
+          features,
+          dtype=self.dtype,
+          kernel_init=self.kernel_init,
+          name=f'upsample_{level}',
+        )
+      else:
+        up = nn.ConvTranspose(
+          features,
+          (2, 2),
+          strides=(2, 2),
+          padding='SAME',
+          dtype=self.dtype,
+          kernel_init=self.kernel_init,
+          bias_init=nn.initializers.zeros,
+          name=f'upsample_{level}',
+        )
+      x = up(x)
       skip = skips[level]
       if self.sharp_kernel is not None:
         skip = sharp_block.SharpBlock(self.sharp_kernel, name=f'sharp_{level}')(skip)

@@ -1,0 +1,83 @@
+"""Smoke test of the benchmark command: tiny sizes, the JSON line and its keys."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sharp_unet_jax import benchmark, models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED = (
+  'images_per_sec',
+  'step_ms_median',
+  'compile_s',
+  'peak_rss_mb',
+  'gflops_per_image',
+  'achieved_gflops',
+  'matmul_peak_gflops',
+)
+
+
+def test_cli_prints_json_with_required_keys_as_last_line():
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  command = [
+    sys.executable,
+    '-m',
+    'sharp_unet_jax.benchmark',
+    '--model=sharp_unet',
+    '--image_size=16,32',
+    '--batch_size=2',
+    '--filters=4',
+    '--depth=2',
+    '--steps=2',
+    '--warmup=1',
+    '--matmul_size=256',
+    '--mode=train',
+  ]
+  proc = subprocess.run(
+    command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in REQUIRED:
+    assert isinstance(result[key], float) and math.isfinite(result[key]), key
+    assert result[key] > 0, key
+  assert result['image_size'] == [16, 32] and result['batch_size'] == 2
+  # 2 * (3x3 conv) FLOPs of the first layer alone are a lower bound per image.
+  assert result['gflops_per_image'] > 2 * 16 * 32 * 9 * 3 * 4 / 1e9
+  assert result['achieved_gflops'] < 50 * result['matmul_peak_gflops']
+
+
+def test_infer_and_tiled_modes_in_process():
+  # Batch 4: the test session simulates 4 devices.
+  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
+  infer = benchmark.run(mode='infer', steps=1, warmup=0, matmul_size=128, **sizes)
+  tiled = benchmark.run(mode='tiled', steps=1, warmup=0, matmul_size=128, **sizes)
+  for result in (infer, tiled):
+    assert result['images_per_sec'] > 0 and result['gflops_per_image'] > 0
+  # Four 16x16 tiles cost about one 32x32 forward pass.
+  assert np.isclose(tiled['gflops_per_image'], infer['gflops_per_image'], rtol=0.2)
+
+
+def test_tile_starts_cover_the_image():
+  assert benchmark._tile_starts(10, 4) == [0, 4, 6]
+  assert benchmark._tile_starts(8, 4) == [0, 4]
+  assert benchmark.parse_size(['192', '256']) == (192, 256)
+
+
+def test_bfloat16_compute_is_close_to_float32_on_cpu():
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  f32 = models.UNet(num_filters=8, depth=2)
+  bf16 = models.UNet(num_filters=8, depth=2, dtype=jnp.bfloat16)
+  params = f32.init(jax.random.key(1), x)['params']
+  ref = f32.apply({'params': params}, x)
+  out = bf16.apply({'params': params}, x)
+  assert out.dtype == jnp.float32
+  scale = float(jnp.max(jnp.abs(ref)))
+  assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * scale

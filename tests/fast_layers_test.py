@@ -1,0 +1,102 @@
+"""The fast max-pool and transposed conv equal the Flax reference ops."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sharp_unet_jax import fast_layers, models
+
+
+def test_max_pool_values_and_gradients_equal_nn_max_pool_with_ties():
+  # Small integers make many ties inside the 2x2 windows.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 3, (2, 8, 6, 3)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=(2, 4, 3, 3)).astype(np.float32))
+
+  def reference(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+  out, vjp = jax.vjp(fast_layers.max_pool_2x2, x)
+  ref_out, ref_vjp = jax.vjp(reference, x)
+  np.testing.assert_array_equal(out, ref_out)
+  np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
+  # Within jit and under the dispatching helper too.
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(fast_layers.max_pool(x, 'reshape') * g)))
+  ref_grad = jax.grad(lambda x: jnp.sum(reference(x) * g))
+  np.testing.assert_array_equal(grad(x), ref_grad(x))
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_upconv_equals_conv_transpose(dtype):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
+  fast = fast_layers.UpConv2x2(4, dtype=dtype, kernel_init=nn.initializers.normal(1.0))
+  ref = nn.ConvTranspose(
+    4,
+    (2, 2),
+    strides=(2, 2),
+    padding='SAME',
+    dtype=dtype,
+    kernel_init=nn.initializers.normal(1.0),
+    bias_init=nn.initializers.zeros,
+  )
+  params = ref.init(jax.random.key(1), x)
+  fast_params = fast.init(jax.random.key(1), x)
+  # Same parameter shapes and the same initial values for the same key.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, fast_params)
+  params = jax.tree_util.tree_map(
+    lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params
+  )
+  out, ref_out = fast.apply(params, x), ref.apply(params, x)
+  assert out.shape == (2, 10, 6, 4) and out.dtype == ref_out.dtype
+  tol = 1e-5 if dtype == jnp.float32 else 5e-2
+  np.testing.assert_allclose(
+    np.asarray(out, np.float32), np.asarray(ref_out, np.float32), rtol=tol, atol=tol
+  )
+
+  def loss(module):
+    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x).astype(jnp.float32)))
+
+  if dtype == jnp.float32:
+    grads = jax.grad(loss(fast), argnums=(0, 1))(params, x)
+    ref_grads = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+      grads,
+      ref_grads,
+    )
+
+
+def test_unet_fast_and_reference_implementations_agree():
+  x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
+  fast = models.UNet(
+    num_filters=4, depth=2, pool_implementation='reshape', upsample_implementation='dot'
+  )
+  ref = models.UNet(
+    num_filters=4,
+    depth=2,
+    pool_implementation='reduce_window',
+    upsample_implementation='conv',
+  )
+  params = fast.init(jax.random.key(0), x)['params']
+  ref_params = ref.init(jax.random.key(0), x)['params']
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ref_params)
+
+  def loss(model):
+    return lambda p: jnp.mean(model.apply({'params': p}, x) ** 2)
+
+  np.testing.assert_allclose(
+    fast.apply({'params': params}, x), ref.apply({'params': params}, x), atol=1e-5
+  )
+  grads, ref_grads = jax.grad(loss(fast))(params), jax.grad(loss(ref))(params)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    grads,
+    ref_grads,
+  )
+
+
+def test_unknown_implementation_is_rejected():
+  with pytest.raises(ValueError, match='Unknown implementation'):
+    fast_layers.max_pool(jnp.zeros((1, 2, 2, 1)), 'fft')
