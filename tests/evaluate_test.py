@@ -1,0 +1,160 @@
+"""The evaluate command on a tiny trained workdir, and restoring workdirs."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import tiny
+from sharp_unet_jax import evaluate, restore, train
+from sharp_unet_jax.errors import UserError
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tfds_dir, tmp_path_factory):
+  """configs/tiny.py trained for its 6 steps (checkpoints at steps 3 and 6)."""
+  config = tiny.get_config()
+  config.data_dir = tfds_dir
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def evaluated(trained_workdir):
+  return evaluate.evaluate(trained_workdir, num_worst=3)
+
+
+def read_rows(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def test_writes_csv_json_markdown_and_worst_overlays(trained_workdir, evaluated):
+  out = os.path.join(trained_workdir, 'eval_test')
+  assert evaluated['output_dir'] == out
+  rows = read_rows(os.path.join(out, 'per_image.csv'))
+  assert len(rows) == 16
+  for column in (
+    'index',
+    'id',
+    'dice',
+    'iou',
+    'precision',
+    'recall',
+    'hd95',
+    'paper_jaccard',
+    'paper_dice',
+    'dice_class1',
+    'hd95_class1',
+    'empty_case_class1',
+  ):
+    assert column in rows[0]
+  for key in ('dice', 'iou', 'precision', 'recall', 'hd95'):
+    values = np.array([float(r[key]) for r in rows])
+    assert np.all(np.isfinite(values))
+    assert evaluated['per_image'][key]['mean'] == pytest.approx(values.mean())
+    assert evaluated['per_image'][key]['std'] == pytest.approx(values.std())
+
+  with open(os.path.join(out, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['step'] == 6 and summary['split'] == 'test'
+  assert summary['num_images'] == 16 and summary['hd95_unit'] == 'pixels'
+  counts = summary['empty_masks']['class1']
+  assert set(counts) == {'both_empty', 'pred_empty', 'true_empty'}
+  with open(os.path.join(out, 'summary.md')) as f:
+    text = f.read()
+  assert 'Paper: threshold 0.5, per-image mean' in text
+  assert f'{summary["paper_protocol"]["dice"]["mean"]:.2f}' in text
+
+  worst = sorted(os.listdir(os.path.join(out, 'worst')))
+  assert len(worst) == 3 and [w['file'] for w in summary['worst']] == [
+    f'worst/{name}' for name in worst
+  ]
+  dice = sorted(float(r['dice']) for r in rows)
+  assert [w['dice'] for w in summary['worst']] == pytest.approx(dice[:3])
+  panel = np.asarray(Image.open(os.path.join(out, 'worst', worst[0])))
+  assert panel.shape == (256, 3 * 256, 3)  # 32 x 32 images, enlarged 8 times.
+
+
+def test_numbers_match_training_and_the_paper_protocol(trained_workdir, evaluated):
+  with open(os.path.join(trained_workdir, 'test_metrics.json')) as f:
+    trained = json.load(f)
+  # Same checkpoint, same data, same hard predictions as training's metrics.
+  assert evaluated['pooled']['dice'] == pytest.approx(trained['dice'], abs=1e-4)
+  assert evaluated['pooled']['iou'] == pytest.approx(trained['iou'], abs=1e-4)
+  per_image = evaluated['per_image']
+  assert per_image['dice']['mean'] == pytest.approx(trained['dice_per_image'], abs=1e-4)
+  paper = evaluated['paper_protocol']
+  assert paper['dice']['mean'] == pytest.approx(
+    100 * trained['dice_per_image'], abs=1e-2
+  )
+  assert paper['jaccard']['mean'] == pytest.approx(
+    100 * trained['iou_per_image'], abs=1e-2
+  )
+
+
+def test_checkpoint_choice_and_best(trained_workdir, tmp_path):
+  assert restore.load(trained_workdir, '3').step == 3
+  with pytest.raises(UserError, match='no best checkpoint'):
+    restore.load(trained_workdir, 'best')
+  with pytest.raises(UserError, match='not latest, best or a step'):
+    restore.load(trained_workdir, 'newest')
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(trained_workdir, copy)
+  with open(os.path.join(copy, restore.BEST_RECORD), 'w') as f:
+    json.dump({'step': 3}, f)
+  best = restore.load(copy, 'best')
+  assert best.step == 3 and best.checkpoint.endswith(os.path.join('checkpoints', '3'))
+  shutil.copytree(
+    os.path.join(copy, 'checkpoints', '6'), os.path.join(copy, 'checkpoints_best', '6')
+  )
+  best = restore.load(copy, 'best')
+  assert best.step == 6 and 'checkpoints_best' in best.checkpoint
+  latest = restore.load(copy)
+  for a, b in zip(
+    *(restore.jax.tree_util.tree_leaves(r.params) for r in (best, latest))
+  ):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_config_comes_back_with_tuples(trained_workdir):
+  config = restore.load_config(trained_workdir)
+  assert config.image_size == (32, 32) and config.num_filters == 4
+
+
+def test_missing_pieces_are_clear_user_errors(trained_workdir, tmp_path):
+  with pytest.raises(UserError, match='is not a folder'):
+    restore.load(str(tmp_path / 'nowhere'))
+  with pytest.raises(UserError, match='config.json is missing'):
+    restore.load(str(tmp_path))
+  shutil.copy(os.path.join(trained_workdir, 'config.json'), tmp_path)
+  with pytest.raises(UserError, match='No checkpoint in'):
+    restore.load(str(tmp_path))
+  (tmp_path / 'config.json').write_text('{"model": "unet"')
+  with pytest.raises(UserError, match='Cannot read'):
+    restore.load(str(tmp_path))
+
+
+def test_checkpoint_of_another_config_is_refused(trained_workdir, tmp_path):
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(trained_workdir, copy)
+  with open(os.path.join(copy, 'config.json')) as f:
+    config = json.load(f)
+  config['num_filters'] = 8
+  with open(os.path.join(copy, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  with pytest.raises(UserError, match='does not fit the model of config.json'):
+    restore.load(copy)
+
+
+def test_spacing_flag():
+  assert evaluate.parse_spacing('0.5') == (0.5, 0.5)
+  assert evaluate.parse_spacing('0.5,2') == (0.5, 2.0)
+  assert evaluate.parse_spacing(None) is None
+  with pytest.raises(UserError, match='--spacing=-1'):
+    evaluate.parse_spacing('-1')
