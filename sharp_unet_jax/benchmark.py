@@ -29,27 +29,6 @@ import numpy as np
 
 MODES = ('train', 'infer', 'tiled', 'pipeline')
 
-_MODEL = flags.DEFINE_enum('model', 'sharp_unet', ['sharp_unet', 'unet'], 'Model.')
-_IMAGE_SIZE = flags.DEFINE_list('image_size', ['128'], 'H or H,W of the input.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
-_FILTERS = flags.DEFINE_integer('filters', 32, 'Channels of the first level.')
-_DEPTH = flags.DEFINE_integer('depth', 4, 'Pooling levels.')
-_CHANNELS = flags.DEFINE_integer('channels', 3, 'Input image channels.')
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1, 'Output classes.')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps after warm-up.')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to time.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir (pipeline mode).')
-_DATASET = flags.DEFINE_string('dataset', 'synthetic_lesions', 'TFDS data set.')
-_TILE_SIZE = flags.DEFINE_list(
-  'tile_size', None, 'Tiled mode: tile H[,W]; default half of image_size.'
-)
-_CACHE_DIR = flags.DEFINE_string(
-  'compilation_cache_dir', None, 'JAX persistent compilation cache folder.'
-)
-_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the peak matmul.')
-
 
 def parse_size(values) -> tuple[int, int]:
   """'128' -> (128, 128); ['192', '256'] -> (192, 256)."""
@@ -381,27 +360,52 @@ def run(
 
 def main(argv) -> None:
   del argv
-  enable_compilation_cache(_CACHE_DIR.value)
+  enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
   result = run(
-    mode=_MODE.value,
-    steps=_STEPS.value,
-    warmup=_WARMUP.value,
-    tile_size=parse_size(_TILE_SIZE.value) if _TILE_SIZE.value else None,
-    matmul_size=_MATMUL_SIZE.value,
-    model=_MODEL.value,
-    image_size=parse_size(_IMAGE_SIZE.value),
-    batch_size=_BATCH_SIZE.value,
-    filters=_FILTERS.value,
-    depth=_DEPTH.value,
-    channels=_CHANNELS.value,
-    num_classes=_NUM_CLASSES.value,
-    dtype=_DTYPE.value,
-    data_dir=_DATA_DIR.value,
-    dataset=_DATASET.value,
+    mode=flags.FLAGS.mode,
+    steps=flags.FLAGS.steps,
+    warmup=flags.FLAGS.warmup,
+    tile_size=parse_size(flags.FLAGS.tile_size) if flags.FLAGS.tile_size else None,
+    matmul_size=flags.FLAGS.matmul_size,
+    model=flags.FLAGS.model,
+    image_size=parse_size(flags.FLAGS.image_size),
+    batch_size=flags.FLAGS.batch_size,
+    filters=flags.FLAGS.filters,
+    depth=flags.FLAGS.depth,
+    channels=flags.FLAGS.channels,
+    num_classes=flags.FLAGS.num_classes,
+    dtype=flags.FLAGS.dtype,
+    data_dir=flags.FLAGS.data_dir,
+    dataset=flags.FLAGS.dataset,
   )
   sys.stdout.flush()
   print(json.dumps(result, sort_keys=True))
 
 
+def define_flags() -> None:
+  """Defines the command's flags; called only when run as a program."""
+  flags.DEFINE_enum('model', 'sharp_unet', ['sharp_unet', 'unet'], 'Model.')
+  flags.DEFINE_list('image_size', ['128'], 'H or H,W of the input.')
+  flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
+  flags.DEFINE_integer('filters', 32, 'Channels of the first level.')
+  flags.DEFINE_integer('depth', 4, 'Pooling levels.')
+  flags.DEFINE_integer('channels', 3, 'Input image channels.')
+  flags.DEFINE_integer('num_classes', 1, 'Output classes.')
+  flags.DEFINE_integer('steps', 20, 'Timed steps after warm-up.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_enum('mode', 'train', MODES, 'What to time.')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data dir (pipeline mode).')
+  flags.DEFINE_string('dataset', 'synthetic_lesions', 'TFDS data set.')
+  flags.DEFINE_list(
+    'tile_size', None, 'Tiled mode: tile H[,W]; default half of image_size.'
+  )
+  flags.DEFINE_string(
+    'compilation_cache_dir', None, 'JAX persistent compilation cache folder.'
+  )
+  flags.DEFINE_integer('matmul_size', 2048, 'Side of the peak matmul.')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

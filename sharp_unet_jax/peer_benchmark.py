@@ -25,14 +25,6 @@ from sharp_unet_jax import benchmark
 
 # --model, --image_size, --batch_size, --filters, --depth and --steps (per
 # round) are benchmark.py's flags.
-_ROUNDS = flags.DEFINE_integer('rounds', 6, 'Alternating rounds.')
-_MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
-_KERAS_JIT = flags.DEFINE_enum(
-  'keras_jit_compile',
-  'auto',
-  ['auto', 'true', 'false'],
-  "Keras' jit_compile; 'auto' is Keras' default (no XLA on CPU-only hosts).",
-)
 
 
 class KerasBench:
@@ -113,22 +105,36 @@ def main(argv) -> None:
     filters=fv.filters,
     depth=fv.depth,
   )
-  jit = {'auto': 'auto', 'true': True, 'false': False}[_KERAS_JIT.value]
+  jit = {'auto': 'auto', 'true': True, 'false': False}[flags.FLAGS.keras_jit_compile]
   result = {
     'model': config.model,
     'image_size': list(config.image_size),
     'batch_size': config.batch_size,
     'filters': config.num_filters,
-    'keras_jit_compile': _KERAS_JIT.value,
+    'keras_jit_compile': flags.FLAGS.keras_jit_compile,
     'matmul_peak_gflops': benchmark.matmul_peak_gflops(),
   }
-  for mode in _MODES.value:
-    result[mode] = compare(config, mode, fv.steps, _ROUNDS.value, jit)
+  for mode in flags.FLAGS.modes:
+    result[mode] = compare(config, mode, fv.steps, flags.FLAGS.rounds, jit)
     print(f'{mode}: ours/keras = {result[mode]["ratio_ours_over_keras"]:.3f}')
   result['peak_rss_mb'] = benchmark.peak_rss_mb()
   sys.stdout.flush()
   print(json.dumps(result, sort_keys=True))
 
 
+def define_flags() -> None:
+  """Defines the command's flags; called only when run as a program."""
+  benchmark.define_flags()
+  flags.DEFINE_integer('rounds', 6, 'Alternating rounds.')
+  flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
+  flags.DEFINE_enum(
+    'keras_jit_compile',
+    'auto',
+    ['auto', 'true', 'false'],
+    "Keras' jit_compile; 'auto' is Keras' default (no XLA on CPU-only hosts).",
+  )
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
