@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import checkpointing, convert_keras, restore, train
+from sharp_unet_jax import checkpointing, convert_keras, keras_io, restore, train
 from sharp_unet_jax.errors import UserError
 
 keras_reference = pytest.importorskip('sharp_unet_jax.keras_reference')
@@ -119,7 +119,7 @@ def keras2_style_copy(source, target):
   with h5py.File(source, 'r') as src, h5py.File(target, 'w') as dst:
     config = json.loads(src.attrs['model_config'])
     for layer in config['config']['layers']:
-      names = list(convert_keras._inbound_names(layer.get('inbound_nodes', [])))
+      names = list(keras_io._inbound_names(layer.get('inbound_nodes', [])))
       layer['inbound_nodes'] = [[[name, 0, 0, {}] for name in names]] if names else []
     dst.attrs['model_config'] = json.dumps(config)
     dst.attrs['keras_version'] = '2.4.0'
@@ -144,13 +144,13 @@ def test_h5py_reader_matches_keras_and_reads_keras2_layout(tmp_path):
   config = config_for(1, 2)
   shapes = expected_shapes(config)
   by_keras = convert_keras.convert_params(
-    convert_keras.read_keras_model(path), config, shapes
+    keras_io.read_keras_model(path), config, shapes
   )
   old = str(tmp_path / 'keras2.h5')
   keras2_style_copy(path, old)
   for layers in (
-    convert_keras.read_keras_model(path, use_keras=False),
-    convert_keras._read_h5(old),
+    keras_io.read_keras_model(path, use_keras=False),
+    keras_io._read_h5(old),
   ):
     by_h5py = convert_keras.convert_params(layers, config, shapes)
     assert by_h5py.keys() == by_keras.keys() == shapes.keys()
@@ -164,7 +164,7 @@ def test_concat_of_skip_first_swaps_decoder_input_channels(tmp_path):
   model.save(path)
   config = config_for(1, 2)
   shapes = expected_shapes(config)
-  layers = convert_keras.read_keras_model(path)
+  layers = keras_io.read_keras_model(path)
   reference = convert_keras.convert_params(layers, config, shapes)
   reordered = []
   for layer in layers:
@@ -187,7 +187,7 @@ def test_mismatches_are_reported_by_layer_name_and_shape(tmp_path):
   model = paper_model(num_classes=1, depth=2)
   path = str(tmp_path / 'paper.keras')
   model.save(path)
-  layers = convert_keras.read_keras_model(path)
+  layers = keras_io.read_keras_model(path)
 
   def error(config):
     with pytest.raises(UserError) as raised:
@@ -209,7 +209,7 @@ def test_mismatches_are_reported_by_layer_name_and_shape(tmp_path):
   blur.sharp_kernel = 'blur'
   assert "layer 'sharp_1' (DepthwiseConv2D) kernel differs" in error(blur)
   with pytest.raises(UserError, match='is not a file'):
-    convert_keras.read_keras_model(str(tmp_path / 'missing.h5'))
+    keras_io.read_keras_model(str(tmp_path / 'missing.h5'))
   (tmp_path / 'junk.h5').write_bytes(b'not a model')
   with pytest.raises(UserError, match='junk.h5 as a Keras model'):
-    convert_keras.read_keras_model(str(tmp_path / 'junk.h5'))
+    keras_io.read_keras_model(str(tmp_path / 'junk.h5'))
