@@ -16,22 +16,30 @@ import orbax.checkpoint as ocp
 
 from sharp_unet_jax.errors import UserError
 
+BEST = 'checkpoints_best'
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
+  return os.path.join(os.path.abspath(workdir), name)
 
 
 def create_manager(
-  workdir: str, max_to_keep: Optional[int] = 3, save_interval_steps: int = 1
+  workdir: str,
+  max_to_keep: Optional[int] = 3,
+  save_interval_steps: int = 1,
+  name: str = 'checkpoints',
 ) -> ocp.CheckpointManager:
-  """Returns a CheckpointManager writing to WORKDIR/checkpoints."""
+  """Returns a CheckpointManager writing to WORKDIR/<name> (the latest ones).
+
+  name=BEST ('checkpoints_best') holds the best-scoring state instead.
+  """
   options = ocp.CheckpointManagerOptions(
     max_to_keep=max_to_keep,
     save_interval_steps=save_interval_steps,
     create=True,
   )
   return ocp.CheckpointManager(
-    checkpoint_dir(workdir),
+    checkpoint_dir(workdir, name),
     options=options,
     item_handlers=ocp.StandardCheckpointHandler(),
   )

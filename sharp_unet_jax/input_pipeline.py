@@ -14,7 +14,7 @@ the global, data-sharded batch.
 import dataclasses
 import functools
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import jax
 import numpy as np
@@ -38,11 +38,17 @@ class SplitData:
     images: (N, H, W, C) uint8 or uint16, C = config.num_channels.
     masks: (N, H, W) uint8 class indices.
     ids: (N,) example ids, as bytes, when the data set has them.
+    instances: optional (N, H, W) int32 instance ids (0 = background), read
+      when asked for and the data set has them (dsb2018).
+    weights: optional (N, H, W) float32 per-pixel loss weights (see
+      weight_map.py); training batches carry them as 'weights'.
   """
 
   images: np.ndarray
   masks: np.ndarray
   ids: np.ndarray
+  instances: Optional[np.ndarray] = None
+  weights: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -92,8 +98,14 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
   raise UserError(f'Cannot convert images with {have} channels to {channels}.')
 
 
-def load_split(config, split: str) -> SplitData:
+def load_split(config, split: str, instances: bool = False) -> SplitData:
   """Reads a whole split through TFDS at config.image_size.
+
+  Args:
+    config: the training config.
+    split: the TFDS split name.
+    instances: also read the `instances` feature (nearest-neighbour resized)
+      when the data set has one.
 
   Raises:
     UserError: for a missing split, or mask values that do not fit
@@ -106,6 +118,7 @@ def load_split(config, split: str) -> SplitData:
       f'{sorted(builder.info.splits.keys())}.'
     )
   height, width = config.image_size
+  instances = instances and 'instances' in builder.info.features
 
   def resize(example):
     image = example['image']
@@ -114,12 +127,18 @@ def load_split(config, split: str) -> SplitData:
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, dtype.max), dtype)
     mask = tf.image.resize(example['mask'], (height, width), method='nearest')
     ids = example.get('id', tf.constant(b''))
+    if instances:
+      objects = tf.image.resize(example['instances'], (height, width), 'nearest')
+      ids = (ids, tf.cast(objects[..., 0], tf.int32))
     return image, tf.cast(mask[..., 0], tf.uint8), ids
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-  images, masks, ids = [], [], []
+  images, masks, ids, objects = [], [], [], []
   for image, mask, ident in tfds.as_numpy(ds):
+    if instances:
+      ident, instance_ids = ident
+      objects.append(instance_ids)
     images.append(image)
     masks.append(mask)
     ids.append(ident)
@@ -127,6 +146,7 @@ def load_split(config, split: str) -> SplitData:
     to_channels(np.concatenate(images), config.num_channels),
     np.concatenate(masks),
     np.concatenate(ids),
+    np.concatenate(objects) if instances else None,
   )
   check_mask_values(data.masks, config, f'{config.dataset}[{split}]')
   return data
@@ -197,10 +217,13 @@ def train_batch(data: SplitData, config, step: int) -> dict:
   """This process's share of the training batch at `step`, as numpy arrays."""
   indices = train_indices(config.seed, step, config.batch_size, len(data))
   indices = indices[process_slice(config.batch_size)]
-  return {
+  batch = {
     'image': normalize(data.images[indices]),
     'mask': data.masks[indices].astype(np.int32),
   }
+  if data.weights is not None:
+    batch['weights'] = data.weights[indices].astype(np.float32)
+  return batch
 
 
 def eval_batches(data: SplitData, batch_size: int) -> Iterator[dict]:

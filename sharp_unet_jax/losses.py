@@ -49,6 +49,25 @@ def cross_entropy(logits, labels, weights=None) -> jax.Array:
   return _weighted_mean(per_pixel, weights)
 
 
+def focal(logits, labels, weights=None, gamma: float = 2.0) -> jax.Array:
+  """Mean focal loss (Lin et al. 2017): -(1 - p_t)**gamma * log(p_t), no alpha.
+
+  p_t is the probability given to the true class: sigmoid for K = 1, softmax
+  for K > 1. gamma = 0 gives the cross-entropy back; larger gamma down-weights
+  pixels the model already gets right.
+  """
+  labels = _labels_2d(labels)
+  if logits.shape[-1] == 1:
+    per_pixel = optax.sigmoid_focal_loss(
+      logits[..., 0], labels.astype(logits.dtype), alpha=None, gamma=gamma
+    )
+  else:
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    log_p_true = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    per_pixel = -((1.0 - jnp.exp(log_p_true)) ** gamma) * log_p_true
+  return _weighted_mean(per_pixel, weights)
+
+
 def soft_dice(logits, labels, weights=None, smooth: float = 1.0) -> jax.Array:
   """1 - soft Dice, averaged over the foreground classes.
 
@@ -78,6 +97,7 @@ LOSSES = {
   'cross_entropy': cross_entropy,
   'dice': soft_dice,
   'cross_entropy_dice': cross_entropy_dice,
+  'focal': focal,
 }
 
 

@@ -56,6 +56,30 @@ def overlap_counts(predictions, labels, num_classes: int):
   )
 
 
+def soft_overlap(probabilities, labels, num_classes: int):
+  """Per-image soft overlap of probabilities with one-hot labels, per class.
+
+  The paper's validation soft Jaccard (Keras `jacard`) is
+  sum(y p) / sum(y + p - y p); this returns its numerator and denominator per
+  image and foreground class, so they can be summed over a whole split.
+
+  Args:
+    probabilities: (N, H, W, K') class probabilities, K' = max(num_classes, 2).
+    labels: int class indices (N, H, W) or (N, H, W, 1).
+    num_classes: K including background (2 for a binary head).
+
+  Returns:
+    (soft_intersection, soft_union), each float32 of shape (N, K - 1).
+  """
+  if labels.ndim == 4:
+    labels = labels[..., 0]
+  one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)[..., 1:]
+  probs = probabilities[..., 1:].astype(jnp.float32)
+  axes = (1, 2)
+  intersection = jnp.sum(one_hot * probs, axis=axes)
+  return intersection, jnp.sum(one_hot + probs, axis=axes) - intersection
+
+
 def dice_from_counts(intersection, predicted, true):
   """Dice = 2|A∩B| / (|A| + |B|); 1 where both sets are empty."""
   total = predicted + true
@@ -120,6 +144,36 @@ class PooledIoU(PooledOverlap):
 
 
 @flax.struct.dataclass
+class PooledSoftIoU(metrics.Metric):
+  """Dataset-level soft Jaccard (the paper's validation metric), over classes."""
+
+  soft_intersection: jax.Array
+  soft_union: jax.Array
+
+  @classmethod
+  def from_model_output(cls, soft_intersection=None, soft_union=None, mask=None, **_):
+    if soft_intersection is None:  # Callers that pass hard counts only.
+      return cls.empty()
+    return cls(_masked_sum(soft_intersection, mask), _masked_sum(soft_union, mask))
+
+  def merge(self, other):
+    return type(self)(
+      self.soft_intersection + other.soft_intersection,
+      self.soft_union + other.soft_union,
+    )
+
+  @classmethod
+  def empty(cls):
+    return cls(jnp.zeros(()), jnp.zeros(()))
+
+  def compute(self):
+    union = self.soft_union
+    return jnp.mean(
+      jnp.where(union > 0, self.soft_intersection / jnp.maximum(union, 1e-12), 1.0)
+    )
+
+
+@flax.struct.dataclass
 class PerImageDice(metrics.Average):
   """Mean over images of each image's Dice (averaged over foreground classes)."""
 
@@ -179,3 +233,4 @@ class EvalMetrics(metrics.Collection):
   iou: PooledIoU
   dice_per_image: PerImageDice
   iou_per_image: PerImageIoU
+  soft_iou: PooledSoftIoU

@@ -5,14 +5,15 @@ from flax.training import train_state
 import jax
 import optax
 
-from sharp_unet_jax import metrics, models
+from sharp_unet_jax import augment, losses, metrics, models, schedules
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam with the paper's (Keras default) hyper-parameters."""
-  return optax.adam(
-    config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps
-  )
+  """Adam with the paper's (Keras default) hyper-parameters and the schedule.
+
+  Plain `optax.adam(learning_rate)` for the default config; see schedules.py.
+  """
+  return schedules.make_optimizer(config)
 
 
 def create_train_state(config, model: nn.Module, rng) -> train_state.TrainState:
@@ -31,12 +32,26 @@ def overlap_outputs(logits, labels, num_classes: int) -> dict:
   return {'intersection': intersection, 'predicted': predicted, 'true': true}
 
 
-def train_step(state, batch, *, loss_fn, num_classes):
-  """One optimiser update on a global batch; returns the new state and metrics."""
+def train_step(state, batch, *, loss_fn, num_classes, augment_config=None, seed=0):
+  """One optimiser update on a global batch; returns the new state and metrics.
+
+  Args:
+    state: the train state.
+    batch: 'image', 'mask' and optionally 'weights' (per-pixel loss weights).
+    loss_fn: a loss of losses.py.
+    num_classes: the config's num_classes.
+    augment_config: config.augment to augment the batch on device (keyed by
+      (seed, state.step)), or None.
+    seed: the run's seed (may be traced, e.g. under vmap over seeds).
+  """
+  if augment_config is not None:
+    batch = augment.augment_batch(
+      batch, augment.step_key(seed, state.step), augment_config
+    )
 
   def compute_loss(params):
     logits = state.apply_fn({'params': params}, batch['image'])
-    return loss_fn(logits, batch['mask']), logits
+    return loss_fn(logits, batch['mask'], batch.get('weights')), logits
 
   (loss, logits), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
   step_metrics = metrics.TrainMetrics.single_from_model_output(
@@ -53,8 +68,13 @@ def eval_step(params, batch, *, apply_fn, loss_fn, num_classes):
   per_example_loss = jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(
     logits, batch['mask']
   )
+  soft_intersection, soft_union = metrics.soft_overlap(
+    losses.probabilities(logits), batch['mask'], max(num_classes, 2)
+  )
   return metrics.EvalMetrics.single_from_model_output(
     loss=per_example_loss,
     mask=batch['valid'],
+    soft_intersection=soft_intersection,
+    soft_union=soft_union,
     **overlap_outputs(logits, batch['mask'], num_classes),
   )

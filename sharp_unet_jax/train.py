@@ -27,8 +27,10 @@ from sharp_unet_jax import (
   metrics,
   models,
   preemption,
+  schedules,
   steps,
   visualize,
+  weight_map,
 )
 from sharp_unet_jax.errors import UserError
 
@@ -49,6 +51,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     models.check_input_shape((1, *config.image_size, config.num_channels), config.depth)
   except ValueError as e:
     raise UserError(str(e)) from e
+  schedules.check_config(config)
   input_pipeline.check_batch_size(config.batch_size, 'batch_size')
   input_pipeline.check_batch_size(config.eval_batch_size, 'eval_batch_size')
   for key in (
@@ -113,9 +116,14 @@ class Trainer:
       in_shardings=(self.replicated, self.data_sharding),
       out_shardings=self.replicated,
     )
+    augment = config.get('augment')
     self.train_step = jax.jit(
       functools.partial(
-        steps.train_step, loss_fn=loss_fn, num_classes=config.num_classes
+        steps.train_step,
+        loss_fn=loss_fn,
+        num_classes=config.num_classes,
+        augment_config=augment if augment and augment.enabled else None,
+        seed=config.seed,
       ),
       donate_argnums=(0,),
       **shardings,
@@ -133,6 +141,15 @@ class Trainer:
       lambda params, images: self.model.apply({'params': params}, images),
       **shardings,
     )
+    self._observe = jax.jit(
+      functools.partial(schedules.observe, config=config),
+      out_shardings=self.replicated,
+    )
+
+  def observe(self, state, value: float, step: int):
+    """Feeds a validation value to plateau and tracker: (state, improved)."""
+    opt_state, improved = self._observe(state.opt_state, value, step)
+    return state.replace(opt_state=opt_state), bool(improved)
 
   def initial_state(self) -> train_state.TrainState:
     """Fresh state, created directly with replicated sharding."""
@@ -171,9 +188,12 @@ def _log_scalars(writer, step: int, prefix: str, values: dict) -> None:
   writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in values.items()})
 
 
-def _train_values(train_metrics, step: int) -> dict[str, float]:
+def _train_values(train_metrics, step: int, config, state) -> dict[str, float]:
   """Host values of the accumulated train metrics; fails on a non-finite loss."""
   values = {k: float(v) for k, v in jax.device_get(train_metrics.compute()).items()}
+  values['learning_rate'] = schedules.current_learning_rate(
+    config, state.opt_state, step
+  )
   bad_step = values.pop('first_nonfinite_step')
   if np.isfinite(bad_step):
     raise NonFiniteLossError(
@@ -196,11 +216,41 @@ def _restore_or_start(trainer, manager, workdir: str):
   return state
 
 
+def _monitor(trainer, state, values: dict, step: int, best_manager):
+  """Feeds the monitored eval metric to plateau, early stopping and 'best'.
+
+  Returns:
+    (state, stop): the state with updated monitors; whether to stop early.
+  """
+  config = trainer.config
+  state, improved = trainer.observe(state, values[config.monitor_metric], step)
+  if improved and best_manager is not None:
+    # A replay after a crash may reach a step saved before: then it is skipped.
+    if step not in best_manager.all_steps():
+      checkpointing.save(best_manager, step, state, force=True)
+  stop = schedules.should_stop(state.opt_state, config)
+  logging.info(
+    'step %d: %s=%.5f (%s), learning rate %.3g%s',
+    step,
+    config.monitor_metric,
+    values[config.monitor_metric],
+    'best so far' if improved else 'no improvement',
+    schedules.current_learning_rate(config, state.opt_state, step),
+    '; early stopping' if stop else '',
+  )
+  return state, stop
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates periodically, checkpoints, and scores the test split.
 
   Launching again with the same workdir resumes from the latest checkpoint.
   At the end, the test-split metrics are written to WORKDIR/test_metrics.json.
+  When the config monitors a validation metric (schedules.py: plateau, early
+  stopping, best checkpoint), each evaluation feeds it; the best state is kept
+  in WORKDIR/checkpoints_best, and with early stopping the run ends after
+  `early_stopping_patience` evaluations without improvement and the test
+  scores the best state (test_metrics.json then has checkpoint='best').
   On SIGTERM the run saves a checkpoint at the current step and returns early.
 
   Args:
@@ -217,11 +267,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = prepare_workdir(workdir)
   trainer = Trainer(config)
   is_chief = jax.process_index() == 0
-  train_data = input_pipeline.load_split(config, config.train_split)
+  with_weights = bool(config.get('weight_map', False))
+  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
+  if with_weights:
+    train_data = weight_map.split_weight_maps(train_data, config)
   eval_data = input_pipeline.load_split(config, config.eval_split)
   logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
 
   manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
+  best_manager = None
+  if schedules.keeps_best(config):
+    best_manager = checkpointing.create_manager(workdir, 1, name=checkpointing.BEST)
   state = _restore_or_start(trainer, manager, workdir)
   start_step = int(state.step)
   # Only process 0 writes summaries; the others get a writer that drops them.
@@ -242,8 +298,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
   train_metrics = None
+  stopped = schedules.should_stop(state.opt_state, config)
   with preemption.PreemptionWatcher() as watcher:
     for step in range(start_step, config.num_train_steps):
+      if stopped:
+        break
       local = input_pipeline.train_batch(train_data, config, step)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = trainer.train_step(state, trainer.global_batch(local))
@@ -255,11 +314,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         hook(done)
       is_last = done == config.num_train_steps
       preempted = watcher.should_stop(done)
-      checkpoint_now = is_last or preempted or done % config.checkpoint_every_steps == 0
-      if checkpoint_now or done % config.log_every_steps == 0:
-        _log_scalars(writer, done, 'train', _train_values(train_metrics, done))
+      eval_now = is_last or done % config.eval_every_steps == 0
+      if (
+        eval_now
+        or preempted
+        or done % config.checkpoint_every_steps == 0
+        or done % config.log_every_steps == 0
+      ):
+        values = _train_values(train_metrics, done, config, state)
+        _log_scalars(writer, done, 'train', values)
         train_metrics = None
-      if is_last or done % config.eval_every_steps == 0:
+      if eval_now:
         values = trainer.evaluate(state.params, eval_data)
         _log_scalars(writer, done, 'eval', values)
         logging.info(
@@ -267,6 +332,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
         panels = trainer.summary_panels(state.params, eval_data)
         writer.write_images(done, {'eval/overlays': panels})
+        if schedules.uses_monitor(config):
+          state, stopped = _monitor(trainer, state, values, done, best_manager)
+      checkpoint_now = (
+        is_last or preempted or stopped or done % config.checkpoint_every_steps == 0
+      )
       if checkpoint_now:
         checkpointing.save(manager, done, state, force=preempted)
       if preempted:
@@ -275,11 +345,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.warning('Preempted: checkpoint at step %d saved in %s.', done, workdir)
         return {'preempted': True, 'step': done}
   manager.wait_until_finished()
+  last_step = int(state.step)
+  if config.get('early_stopping') and best_manager.latest_step() is not None:
+    best_manager.wait_until_finished()
+    state = checkpointing.restore(best_manager, state)
+    logging.info('Restored the best state (step %d) for the test.', int(state.step))
 
   test_data = input_pipeline.load_split(config, config.test_split)
   results = trainer.evaluate(state.params, test_data)
   results.update(
     step=int(state.step),
+    last_step=last_step,
+    checkpoint='best' if int(state.step) != last_step else 'latest',
     split=config.test_split,
     num_examples=len(test_data),
     model=config.model,
@@ -291,4 +368,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_chief:
     write_json_atomically(os.path.join(workdir, 'test_metrics.json'), results)
   manager.close()
+  if best_manager is not None:
+    best_manager.close()
   return results

@@ -52,3 +52,22 @@ def test_combined_is_sum_and_unknown_name_fails():
   assert float(combined) == pytest.approx(float(expected))
   with pytest.raises(ValueError, match="config.loss='l2'"):
     losses.get_loss('l2')
+
+
+def test_focal_loss_matches_formula_and_reduces_to_cross_entropy():
+  logits = jnp.array([[[[2.0], [-1.0]]]])
+  labels = jnp.array([[[1, 0]]])
+  p_true = 1 / (1 + np.exp(-np.array([2.0, 1.0])))  # p of the true class
+  expected = np.mean(-((1 - p_true) ** 2) * np.log(p_true))
+  assert float(losses.get_loss('focal')(logits, labels)) == pytest.approx(
+    expected, rel=1e-5
+  )
+  assert float(losses.focal(logits, labels, gamma=0.0)) == pytest.approx(
+    float(losses.cross_entropy(logits, labels)), rel=1e-5
+  )
+  many = jnp.array([[[[1.0, 2.0, 0.5]]]])
+  label = jnp.array([[[[1]]]])
+  p = np.exp(2.0) / np.exp([1.0, 2.0, 0.5]).sum()
+  assert float(losses.focal(many, label)) == pytest.approx(
+    -((1 - p) ** 2) * np.log(p), rel=1e-5
+  )

@@ -1,0 +1,137 @@
+"""The U-Net vs Sharp U-Net runner: results, skipping and resuming, vmap, stats."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from sharp_unet_jax import experiment, experiment_report, restore, train
+
+
+def small_config(tfds_dir):
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config()
+  config.data_dir = tfds_dir
+  config.num_train_steps = 2
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  return config
+
+
+@pytest.fixture(scope='module')
+def finished(tfds_dir, tmp_path_factory):
+  """An experiment of both models x 2 seeds, run to the end."""
+  workdir = str(tmp_path_factory.mktemp('experiment'))
+  config = small_config(tfds_dir)
+  summary = experiment.run_experiment(config, workdir, seeds=2)
+  return config, workdir, summary
+
+
+def test_writes_results_in_the_papers_layout(finished):
+  _, workdir, summary = finished
+  with open(os.path.join(workdir, 'results.json')) as f:
+    saved = json.load(f)
+  assert saved['seeds'] == [0, 1] and saved['num_test_images'] == 16
+  for model in ('unet', 'sharp_unet'):
+    result = saved['models'][model]
+    per_seed = [run['dice'] for run in result['runs']]
+    assert len(per_seed) == 2
+    assert result['dice']['mean'] == pytest.approx(np.mean(per_seed))
+    assert result['dice']['std'] == pytest.approx(np.std(per_seed))  # population
+    for metric in ('jaccard', 'dice'):
+      assert 0.0 <= result[metric]['mean'] <= 100.0
+    # The per-image scores agree with training's own test metrics.
+    for run in result['runs']:
+      with open(os.path.join(run['workdir'], 'test_metrics.json')) as f:
+        metrics = json.load(f)
+      assert run['dice'] == pytest.approx(100 * metrics['dice_per_image'], abs=1e-3)
+  paired = saved['paired']
+  assert paired['num_images'] == 16
+  low, high = paired['ci95']
+  assert low <= paired['mean_difference'] <= high
+  assert 0.0 <= paired['wilcoxon_p'] <= 1.0
+  assert saved['paper'] is None  # synthetic data: no published numbers
+  with open(os.path.join(workdir, 'results.md')) as f:
+    text = f.read()
+  assert '| Dataset | U-Net Jaccard | Sharp U-Net Jaccard | U-Net Dice |' in text
+  assert 'Wilcoxon signed-rank p' in text and 'bootstrap 95 % CI' in text
+  assert summary['models'].keys() == saved['models'].keys()
+
+
+def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch):
+  config, workdir, summary = finished
+  unfinished = experiment.run_dir(workdir, 'unet', 1)
+  os.remove(os.path.join(unfinished, 'test_metrics.json'))
+  calls = []
+  real = train.train_and_evaluate
+
+  def counting(run_config, run_workdir):
+    calls.append((run_config.model, run_config.seed, run_workdir))
+    return real(run_config, run_workdir)
+
+  monkeypatch.setattr(train, 'train_and_evaluate', counting)
+  again = experiment.run_experiment(config, workdir, seeds=2)
+  # Only the unfinished run ran; it resumed at its last checkpoint (step 2).
+  assert calls == [('unet', 1, unfinished)]
+  with open(os.path.join(unfinished, 'test_metrics.json')) as f:
+    assert json.load(f)['step'] == 2
+  for model in ('unet', 'sharp_unet'):
+    assert again['models'][model]['dice'] == pytest.approx(
+      summary['models'][model]['dice']
+    )
+
+
+def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
+  config, workdir, _ = finished
+  vmapped = str(tmp_path)
+  summary = experiment.run_experiment(
+    config, vmapped, seeds=2, models=['unet'], vmap=True
+  )
+  assert summary['vmap'] and 'paired' not in summary
+  for k in range(2):
+    ours = restore.load(experiment.run_dir(vmapped, 'unet', k))
+    theirs = restore.load(experiment.run_dir(workdir, 'unet', k))
+    assert ours.step == theirs.step == 2
+    for a, b in zip(
+      jax.tree_util.tree_leaves(ours.params), jax.tree_util.tree_leaves(theirs.params)
+    ):
+      # Same init, batches and steps; only float summation order differs
+      # (Adam's first steps move each weight by about lr = 1e-3).
+      np.testing.assert_allclose(a, b, atol=2e-4, rtol=0)
+  # A rerun finds everything finished.
+  again = experiment.run_experiment(
+    config, vmapped, seeds=2, models=['unet'], vmap=True
+  )
+  assert again['train_seconds'] == {}
+
+
+def test_paired_comparison_matches_scipy():
+  rng = np.random.default_rng(1)
+  a = rng.uniform(70, 90, 50)
+  b = a + rng.normal(0.5, 1.0, 50)
+  result = experiment_report.paired_comparison(a, b, samples=2000)
+  assert result['mean_difference'] == pytest.approx(np.mean(b - a))
+  assert result['wilcoxon_p'] == pytest.approx(stats.wilcoxon(b - a).pvalue)
+  low, high = result['ci95']
+  assert low < np.mean(b - a) < high and high - low < 1.0
+  same = experiment_report.paired_comparison(a, a, samples=100)
+  assert same['wilcoxon_p'] == 1.0 and same['ci95'] == [0.0, 0.0]
+
+
+def test_paper_numbers_for_the_six_data_sets():
+  assert experiment_report.paper_numbers('synthetic_lesions/small') is None
+  dsb = experiment_report.paper_numbers('dsb2018')
+  assert dsb['dataset'] == 'DSB-2018'
+  assert dsb['models']['sharp_unet']['dice'] == {'mean': 91.75, 'std': 0.15}
+  assert dsb['models']['unet']['jaccard'] == {'mean': 84.95, 'std': 0.26}
+  for name in ('lung_ct', 'isic2018', 'covid19_ct', 'isbi2012', 'cvc_clinicdb'):
+    assert experiment_report.paper_numbers(name) is not None
+
+
+def test_bad_models_fail_clearly():
+  with pytest.raises(experiment.UserError, match='--models=unet,resnet'):
+    experiment.parse_models('unet,resnet')
