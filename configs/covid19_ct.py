@@ -9,11 +9,8 @@ Build the data set once, then train (DIR = the downloaded source files):
 DIR holds tr_im.nii.gz and tr_mask.nii.gz; images are the HU window
 [-512, 512] scaled to [0, 1]. See sharp_unet_jax/datasets/covid19_ct.py.
 
-The splits are train / validation / test, an independent test set. For the
-paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
-the test set, so no independent test) add
-`--config.train_split=paper_train --config.eval_split=paper_test
---config.test_split=paper_test`.
+Splits: train / validation / test (an independent test set). The paper's
+protocol, with no independent test set: `--config=configs/paper.py:covid19_ct`.
 """
 
 from configs import paper_settings

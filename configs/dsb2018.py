@@ -8,11 +8,8 @@ Build the data set once, then train (DIR = the downloaded source files):
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
 DIR holds stage1_train/; see sharp_unet_jax/datasets/dsb2018.py.
 
-The splits are train / validation / test, an independent test set. For the
-paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
-the test set, so no independent test) add
-`--config.train_split=paper_train --config.eval_split=paper_test
---config.test_split=paper_test`.
+Splits: train / validation / test (an independent test set). The paper's
+protocol, with no independent test set: `--config=configs/paper.py:dsb2018`.
 """
 
 from configs import paper_settings

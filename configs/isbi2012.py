@@ -9,11 +9,8 @@ Build the data set once, then train (DIR = the downloaded source files):
 DIR holds train-volume.tif and train-labels.tif; images are resized from
 512x512 as in the paper. See sharp_unet_jax/datasets/isbi2012.py.
 
-The splits are train / validation / test, an independent test set. For the
-paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
-the test set, so no independent test) add
-`--config.train_split=paper_train --config.eval_split=paper_test
---config.test_split=paper_test`.
+Splits: train / validation / test (an independent test set). The paper's
+protocol, with no independent test set: `--config=configs/paper.py:isbi2012`.
 """
 
 from configs import paper_settings

@@ -9,11 +9,8 @@ Build the data set once, then train (DIR = the downloaded source files):
 Put the official zip files (or extracted folders) in DIR, or build with
 `isic2018/download=True`; see sharp_unet_jax/datasets/isic2018.py.
 
-The splits are train / validation / test, an independent test set. For the
-paper's protocol (a seeded 80/20 split whose 20 % is both the validation and
-the test set, so no independent test) add
-`--config.train_split=paper_train --config.eval_split=paper_test
---config.test_split=paper_test`.
+Splits: train / validation / test (an independent test set). The paper's
+protocol, with no independent test set: `--config=configs/paper.py:isic`.
 """
 
 from configs import paper_settings
