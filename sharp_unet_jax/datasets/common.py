@@ -271,7 +271,7 @@ def to_image(
 
   Args:
     decoded: the decoded file.
-    channels: 1 (grey) or 3 (RGB).
+    channels: 1 (grey), 3 (RGB), or 0 to keep the file's own channels.
     dtype: np.uint8 or np.uint16.
     name: the file's name, for messages.
 
