@@ -20,6 +20,7 @@ BEST = 'checkpoints_best'
 
 
 def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
+  """Absolute path of WORKDIR/<name>, the folder of one CheckpointManager."""
   return os.path.join(os.path.abspath(workdir), name)
 
 

@@ -65,6 +65,7 @@ PER_IMAGE = 'per_image_test.json'
 
 
 def run_dir(workdir: str, model: str, index: int) -> str:
+  """The sub-workdir of one run: DIR/<model>_seed<index>."""
   return os.path.join(workdir, f'{model}_seed{index}')
 
 
@@ -77,6 +78,7 @@ def run_config(config, model: str, index: int):
 
 
 def is_finished(directory: str) -> bool:
+  """Whether the run in `directory` has written its test metrics."""
   return os.path.exists(os.path.join(directory, METRICS))
 
 
@@ -230,6 +232,7 @@ def run_experiment(
 
 
 def main(argv) -> None:
+  """Entry point of `python -m sharp_unet_jax.experiment` (see the module docstring)."""
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS

@@ -160,6 +160,7 @@ class Trainer:
     return compiled(jax.random.key(self.config.seed))
 
   def global_batch(self, local: dict) -> dict:
+    """This process's numpy batch -> global arrays sharded over the mesh."""
     return input_pipeline.make_global_batch(local, self.data_sharding)
 
   def evaluate(self, params, data: input_pipeline.SplitData) -> dict[str, float]:

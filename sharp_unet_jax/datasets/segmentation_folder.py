@@ -144,10 +144,12 @@ class SegmentationFolder(base.SegmentationBuilder):
 
   @property
   def num_channels(self) -> int:
+    """Image channels of this variant: 3 (rgb*) or 1 (grey*)."""
     return self.builder_config.channels
 
   @property
   def image_dtype(self):
+    """Stored pixel dtype of this variant: uint8 or uint16."""
     return np.uint16 if self.builder_config.bit_depth == 16 else np.uint8
 
   def next_commands(self, manual_dir) -> str:
