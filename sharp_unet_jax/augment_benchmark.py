@@ -74,7 +74,7 @@ def benchmark(config, steps: int = 20, repeats: int = 5) -> dict:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.augment_benchmark` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.augment_benchmark`."""
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS

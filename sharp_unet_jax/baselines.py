@@ -116,7 +116,7 @@ def load_split(name: str, split: str, data_dir: str | None):
 
 
 def main(argv: Sequence[str]) -> None:
-  """Entry point of `python -m sharp_unet_jax.baselines` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.baselines`."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS

@@ -359,7 +359,7 @@ def run(
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.benchmark` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.benchmark`."""
   del argv
   enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
   result = run(

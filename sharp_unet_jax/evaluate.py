@@ -351,7 +351,7 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.evaluate` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.evaluate`."""
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   summary = evaluate(

@@ -232,7 +232,7 @@ def run_experiment(
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.experiment` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.experiment`."""
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS

@@ -50,7 +50,7 @@ def sharp_block_figure(index: int = 3, size: int = 192) -> Image.Image:
 
 
 def main(argv):
-  """Entry point of `python -m sharp_unet_jax.figures` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.figures`."""
   del argv
   output = flags.FLAGS.output
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

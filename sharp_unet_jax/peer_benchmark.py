@@ -96,7 +96,7 @@ def compare(config, mode: str, steps: int, rounds: int, jit_compile='auto') -> d
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.peer_benchmark` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.peer_benchmark`."""
   del argv
   fv = flags.FLAGS
   config = benchmark.make_config(

@@ -258,7 +258,7 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.predict` (see the module docstring)."""
+  """Entry point of `python -m sharp_unet_jax.predict`."""
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   report = predict_files(
