@@ -336,3 +336,24 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       )
     self.report_unpaired(lone_images, lone_masks, image_dir, mask_dir)
     return [Example(stem, image, mask) for stem, image, mask in pairs]
+
+
+class FolderPairBuilder(SegmentationBuilder, skip_registration=True):
+  """A binary data set stored as a folder of images and a folder of masks.
+
+  Subclasses name the two folders; files are paired by stem.
+  """
+
+  IMAGE_FOLDER = ''
+  MASK_FOLDER = ''
+
+  def _find_examples(self, manual_dir: pathlib.Path) -> list[Example]:
+    image_dir = layout.find_dir(manual_dir, [self.IMAGE_FOLDER])
+    mask_dir = layout.find_dir(manual_dir, [self.MASK_FOLDER])
+    if image_dir is None or mask_dir is None:
+      missing = self.IMAGE_FOLDER if image_dir is None else self.MASK_FOLDER
+      raise self.not_found(manual_dir, f'no folder {missing!r} found')
+    return self.paired_examples(manual_dir, image_dir, mask_dir)
+
+  def _load_example(self, example: Example) -> dict:
+    return self.read_binary_pair(example.image, example.mask)

@@ -22,9 +22,7 @@ alike and the hash split ignores sequences, so expect optimistic scores, as in
 the paper.
 """
 
-import pathlib
-
-from sharp_unet_jax.datasets import base, layout
+from sharp_unet_jax.datasets import base
 
 _CITATION = r"""@article{bernal2015wm,
   title = {{WM-DOVA} maps for accurate polyp highlighting in colonoscopy:
@@ -39,11 +37,13 @@ _CITATION = r"""@article{bernal2015wm,
 }"""
 
 
-class CvcClinicdb(base.SegmentationBuilder):
+class CvcClinicdb(base.FolderPairBuilder):
   """CVC-ClinicDB colonoscopy frames with polyp masks; see the module docstring."""
 
   LAYOUT = "Original/<n>.tif and 'Ground Truth'/<n>.tif (TIFF or PNG)"
   SOURCE = 'https://polyp.grand-challenge.org/CVCClinicDB/'
+  IMAGE_FOLDER = 'Original'
+  MASK_FOLDER = 'Ground Truth'
   CONFIG_FILE = 'cvc_clinicdb.py'
   HOMEPAGE = 'https://polyp.grand-challenge.org/CVCClinicDB/'
   CITATION = _CITATION
@@ -51,14 +51,3 @@ class CvcClinicdb(base.SegmentationBuilder):
     f'Download CVC-ClinicDB from {SOURCE} and extract it into the manual folder '
     f'so that it holds {LAYOUT}.'
   )
-
-  def _find_examples(self, manual_dir: pathlib.Path) -> list[base.Example]:
-    image_dir = layout.find_dir(manual_dir, ['Original'])
-    mask_dir = layout.find_dir(manual_dir, ['Ground Truth'])
-    if image_dir is None or mask_dir is None:
-      missing = 'Original/' if image_dir is None else "'Ground Truth'/"
-      raise self.not_found(manual_dir, f'no folder {missing} found')
-    return self.paired_examples(manual_dir, image_dir, mask_dir)
-
-  def _load_example(self, example: base.Example) -> dict:
-    return self.read_binary_pair(example.image, example.mask)

@@ -20,9 +20,7 @@ hash of the id) and paper_train / paper_test (the paper's 80/20 split, seed
 42; paper_test is both its validation and test set).
 """
 
-import pathlib
-
-from sharp_unet_jax.datasets import base, layout
+from sharp_unet_jax.datasets import base
 
 _CITATION = r"""@misc{mader2017lungs,
   author = {Mader, Kevin},
@@ -33,7 +31,7 @@ _CITATION = r"""@misc{mader2017lungs,
 }"""
 
 
-class LungCt(base.SegmentationBuilder):
+class LungCt(base.FolderPairBuilder):
   """Lung CT slices with binary lung masks; see the module docstring."""
 
   NUM_CHANNELS = 1
@@ -42,6 +40,8 @@ class LungCt(base.SegmentationBuilder):
     'https://www.kaggle.com/datasets/kmader/finding-lungs-in-ct-data '
     '(Kaggle login needed; extract 2d_images.zip and 2d_masks.zip)'
   )
+  IMAGE_FOLDER = '2d_images'
+  MASK_FOLDER = '2d_masks'
   CONFIG_FILE = 'lung_ct.py'
   HOMEPAGE = 'https://www.kaggle.com/datasets/kmader/finding-lungs-in-ct-data'
   CITATION = _CITATION
@@ -49,14 +49,3 @@ class LungCt(base.SegmentationBuilder):
     f'Download the data set from {SOURCE} and extract it into the manual '
     f'folder so that it holds {LAYOUT}.'
   )
-
-  def _find_examples(self, manual_dir: pathlib.Path) -> list[base.Example]:
-    image_dir = layout.find_dir(manual_dir, ['2d_images'])
-    mask_dir = layout.find_dir(manual_dir, ['2d_masks'])
-    if image_dir is None or mask_dir is None:
-      missing = '2d_images/' if image_dir is None else '2d_masks/'
-      raise self.not_found(manual_dir, f'no folder {missing} found')
-    return self.paired_examples(manual_dir, image_dir, mask_dir)
-
-  def _load_example(self, example: base.Example) -> dict:
-    return self.read_binary_pair(example.image, example.mask)
