@@ -307,12 +307,7 @@ def evaluate(
     raise UserError(f'Split {split!r} of {config.dataset} has no images.')
   workdir = os.path.abspath(workdir)
   output_dir = output_dir or os.path.join(workdir, f'eval_{image_io.safe_stem(split)}')
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(
-      f'--output_dir={output_dir} cannot be created: {e.strerror}.'
-    ) from e
+  image_io.make_output_dir(output_dir)
   logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
 
   labels, probabilities = predict_split(restored, data)

@@ -77,6 +77,19 @@ def safe_stem(name: str) -> str:
   return stem[:_MAX_STEM] or '_'
 
 
+def make_output_dir(output_dir: str) -> None:
+  """Creates `output_dir` (and its parents) if needed.
+
+  Raises:
+    UserError: naming the folder, if it cannot be created.
+  """
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    message = f'--output_dir={output_dir} cannot be created: {e.strerror}.'
+    raise UserError(message) from e
+
+
 def output_path(output_dir: str, stem: str, suffix: str) -> str:
   """Path of OUTPUT_DIR/<safe stem><suffix>, guaranteed to stay inside it.
 

@@ -203,12 +203,7 @@ def predict_files(
     tta=tta,
   )
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(
-      f'--output_dir={output_dir} cannot be created: {e.strerror}.'
-    ) from e
+  image_io.make_output_dir(output_dir)
   options = {'save_probabilities': save_probabilities, 'overlays': overlays}
   report, used = PredictReport(), set()
   bar = tqdm.tqdm(paths, unit='image', disable=not progress, file=sys.stderr)
