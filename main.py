@@ -8,7 +8,6 @@ Several hosts: pass --distributed (TPU pods, SLURM: JAX finds its peers) or
 --coordinator_address, --num_processes and --process_id on every host.
 """
 
-import logging as pylogging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -42,16 +41,6 @@ flags.DEFINE_string(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops the INFO chatter of Orbax and TFDS; their warnings still show."""
-
-  def filter(self, record):
-    noisy = ('/orbax/', '/tensorflow_datasets/')
-    return record.levelno >= pylogging.WARNING or not any(
-      part in record.pathname for part in noisy
-    )
-
-
 def initialize_distributed() -> None:
   """Starts JAX's distributed runtime when the flags ask for it."""
   explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
@@ -74,7 +63,6 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   if FLAGS.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
   initialize_distributed()

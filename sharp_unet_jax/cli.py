@@ -1,10 +1,11 @@
 """Shared command-line plumbing: flag parsing and one-line user errors."""
 
+import logging as pylogging
 import re
 import sys
 from typing import Callable, NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from sharp_unet_jax.errors import UserError
 
@@ -37,10 +38,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit_with_error(f'bad flag value: {e}')
 
 
+class QuietLibraries(pylogging.Filter):
+  """Drops the INFO chatter of Orbax and TFDS; their warnings still show."""
+
+  def filter(self, record):
+    noisy = ('/orbax/', '/tensorflow_datasets/')
+    return record.levelno >= pylogging.WARNING or not any(
+      part in record.pathname for part in noisy
+    )
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """Runs `main` like absl's app.run, reporting UserError as one line."""
 
   def guarded(argv):
+    logging.get_absl_handler().addFilter(QuietLibraries())
     try:
       main(argv)
     except UserError as e:
