@@ -3,24 +3,15 @@
 import flax.linen as nn
 from flax.training import train_state
 import jax
-import optax
 
 from sharp_unet_jax import augment, losses, metrics, models, schedules
-
-
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam with the paper's (Keras default) hyper-parameters and the schedule.
-
-  Plain `optax.adam(learning_rate)` for the default config; see schedules.py.
-  """
-  return schedules.make_optimizer(config)
 
 
 def create_train_state(config, model: nn.Module, rng) -> train_state.TrainState:
   """Initial parameters and optimiser state (step 0)."""
   params = models.init_params(model, config, rng)
   return train_state.TrainState.create(
-    apply_fn=model.apply, params=params, tx=make_optimizer(config)
+    apply_fn=model.apply, params=params, tx=schedules.make_optimizer(config)
   )
 
 
