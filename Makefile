@@ -16,6 +16,7 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # so `tfds build --imports` finds it
 	touch $(STAMP)
 
 # Trains Sharp U-Net on the embedded synthetic_lesions data set (no download).

@@ -16,8 +16,7 @@ bad files:
         'NAME/skip_bad_files=True'
     tfds.builder('NAME', skip_bad_files=True)  # Python
 
-  (`tfds build --imports sharp_unet_jax.datasets` takes the same arguments
-  where apache_beam is installed; see `build.py`.)
+  (`tfds build --imports sharp_unet_jax.datasets` takes the same arguments.)
 
   The option only changes which examples are written; the data set's name and
   folder stay the same, so train with `--config.dataset=NAME` as usual.

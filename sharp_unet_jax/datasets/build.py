@@ -6,12 +6,9 @@ Usage (from the repository root)::
   python -m sharp_unet_jax.datasets.build --manual_dir=DIR \
       'NAME/skip_bad_files=True'
 
-It takes every flag of `tfds build` and runs TFDS' own build command. It
-exists because TFDS 4.9.10's `tfds` program imports apache_beam on start-up,
-which this project does not install; where apache_beam is installed,
-`tfds build --imports sharp_unet_jax.datasets ...` does the same (with the
-repository on PYTHONPATH). A data error (`UserError`) is printed as one line
-and exits with status 2, instead of a traceback.
+It takes every flag of `tfds build` and runs TFDS' own build command, like
+`tfds build --imports sharp_unet_jax.datasets ...`, but prints a data error
+(`UserError`) as one line and exits with status 2 instead of a traceback.
 """
 
 import sys
