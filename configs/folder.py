@@ -25,7 +25,7 @@ paper's protocol is `--config.train_split=paper_train
 independent test set).
 """
 
-from configs import default
+from configs import default, paper_settings
 
 
 def get_config():
@@ -49,13 +49,8 @@ def get_config():
   # logs the value to use.
   config.num_classes = 1
 
-  # --- Model, optimiser and loss (the paper's) ----------------------------------
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
+  # --- Model, optimiser and loss: the paper's ----------------------------------
+  paper_settings.set_paper_model(config)
 
   # --- Schedule -------------------------------------------------------------------
   # Total training steps; scale with the size of your train split.

@@ -5,6 +5,16 @@ import math
 from configs import default
 
 
+def set_paper_model(config) -> None:
+  """Sets the paper's model, optimiser and loss on `config` in place."""
+  config.model = 'sharp_unet'
+  config.num_filters = 32
+  config.depth = 4
+  config.batch_size = 16
+  config.learning_rate = 1e-3
+  config.loss = 'cross_entropy'
+
+
 def get_paper_config(
   dataset: str,
   image_size: tuple[int, int],
@@ -31,13 +41,7 @@ def get_paper_config(
   config.image_size = image_size
   config.num_channels = num_channels
   config.num_classes = num_classes
-  # --- Model, optimiser and loss: the paper's.
-  config.model = 'sharp_unet'
-  config.num_filters = 32
-  config.depth = 4
-  config.batch_size = 16
-  config.learning_rate = 1e-3
-  config.loss = 'cross_entropy'
+  set_paper_model(config)
   # --- Schedule: `epochs` passes over the train split; evaluate, checkpoint
   # every 10 epochs and log every epoch.
   steps_per_epoch = math.ceil(num_train_examples / config.batch_size)

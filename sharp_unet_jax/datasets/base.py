@@ -171,6 +171,18 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       f"sharp_unet_jax.datasets.build ... '{self.name}/skip_bad_files=True'`)"
     )
 
+  def skip_or_raise(self, error: BadDataError, skipped: list[str]) -> None:
+    """Records a bad file in `skipped` when skipping them, else stops the build.
+
+    Raises:
+      BadDataError: naming the file and how to skip it, unless skipping.
+    """
+    if not self._skip_bad_files:
+      raise BadDataError(
+        f'{self.name}: {error}; fix or remove it, {self.skip_hint}'
+      ) from error
+    skipped.append(str(error))
+
   def report_unpaired(self, lone_images, lone_masks, image_where, mask_where):
     """Raises for (or, skipping, warns of) images without masks and vice versa.
 
@@ -248,11 +260,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       try:
         features = self._load_example(example)
       except BadDataError as e:
-        if not self._skip_bad_files:
-          raise BadDataError(
-            f'{self.name}: {e}; fix or remove it, {self.skip_hint}'
-          ) from e
-        skipped.append(str(e))
+        self.skip_or_raise(e, skipped)
         continue
       yield example.id, {'id': example.id, **features}
     if skipped:

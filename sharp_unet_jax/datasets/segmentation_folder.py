@@ -198,11 +198,7 @@ class SegmentationFolder(base.SegmentationBuilder):
       try:
         values = self._read_mask_values(example.mask)
       except BadDataError as e:
-        if not self._skip_bad_files:
-          raise BadDataError(
-            f'{self.name}: {e}; fix or remove it, {self.skip_hint}'
-          ) from e
-        bad.append(str(e))
+        self.skip_or_raise(e, bad)
         continue
       self._values[example.mask.name] = set(np.unique(values).tolist())
       kept.append(example)
