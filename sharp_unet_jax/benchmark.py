@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sharp_unet_jax import xla_options
+
 MODES = ('train', 'infer', 'tiled', 'pipeline')
 
 
@@ -104,6 +106,31 @@ def time_calls(fn: Callable[[], Any], steps: int) -> list[float]:
     block(fn())
     times.append((time.perf_counter() - start) * 1e3)
   return times
+
+
+def interleaved_times(step_a, step_b, steps: int, rounds: int, warmup: int = 2):
+  """Alternates `rounds` rounds of `steps` timed calls of step_a, then step_b.
+
+  Interleaving exposes both to the same machine load, so their ratio is
+  meaningful on a shared host. Returns the two lists of milliseconds.
+  """
+  for _ in range(warmup):
+    block(step_a())
+    block(step_b())
+  times_a, times_b = [], []
+  for _ in range(rounds):
+    times_a += time_calls(step_a, steps)
+    times_b += time_calls(step_b, steps)
+  return times_a, times_b
+
+
+def round_ratios(times_a, times_b, steps: int) -> list[float]:
+  """Per round, median time of b over median time of a (a's speed-up over b)."""
+  return [
+    statistics.median(times_b[i : i + steps])
+    / statistics.median(times_a[i : i + steps])
+    for i in range(0, len(times_a), steps)
+  ]
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -208,6 +235,27 @@ def bench_model(config, mode: str, steps: int, warmup: int, peak_gflops) -> dict
   return result
 
 
+def compare_models(config, baseline: str, mode: str, steps: int, rounds: int) -> dict:
+  """Step time of config.model over that of `baseline`, interleaved.
+
+  With the same sizes, `--model=sharp_unet --baseline_model=unet` measures
+  the sharp block's overhead (issue target: <= 1.03).
+  """
+  bench_class = TrainBench if mode == 'train' else InferBench
+  ours = bench_class(config)
+  other_config = config.copy_and_resolve_references()
+  other_config.model = baseline
+  other = bench_class(other_config)
+  ours_ms, other_ms = interleaved_times(ours.step, other.step, steps, rounds)
+  return {
+    'baseline_model': baseline,
+    'baseline_step_ms_median': statistics.median(other_ms),
+    'model_step_ms_median': statistics.median(ours_ms),
+    'step_time_ratio': statistics.median(ours_ms) / statistics.median(other_ms),
+    'round_step_time_ratios': [1 / r for r in round_ratios(ours_ms, other_ms, steps)],
+  }
+
+
 def _tile_starts(size: int, tile: int) -> list[int]:
   """Tile origins covering [0, size); the last tile is flush with the edge."""
   starts = list(range(0, max(size - tile, 0) + 1, tile))
@@ -271,7 +319,11 @@ def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict
       return out
 
     start = time.perf_counter()
-    compiled = jax.jit(tiled).lower(params, images).compile()
+    compiled = (
+      jax.jit(tiled, compiler_options=xla_options.compute_options())
+      .lower(params, images)
+      .compile()
+    )
     compile_s = time.perf_counter() - start
     flops = cost_flops(compiled)
     predict = functools.partial(compiled, params)
@@ -327,12 +379,18 @@ def run(
   warmup: int = 2,
   tile_size=None,
   matmul_size: int = 2048,
+  baseline_model: Optional[str] = None,
+  rounds: int = 5,
   **config_kwargs,
 ) -> dict:
   """Runs one benchmark and returns its result dict (see the module doc)."""
   config = make_config(**config_kwargs)
   peak = matmul_peak_gflops(matmul_size) if mode != 'pipeline' else None
-  if mode in ('train', 'infer'):
+  if baseline_model and mode not in ('train', 'infer'):
+    raise ValueError('baseline_model needs mode train or infer.')
+  if baseline_model:
+    result = compare_models(config, baseline_model, mode, steps, rounds)
+  elif mode in ('train', 'infer'):
     result = bench_model(config, mode, steps, warmup, peak)
   elif mode == 'tiled':
     height, width = config.image_size
@@ -368,6 +426,8 @@ def main(argv) -> None:
     warmup=flags.FLAGS.warmup,
     tile_size=parse_size(flags.FLAGS.tile_size) if flags.FLAGS.tile_size else None,
     matmul_size=flags.FLAGS.matmul_size,
+    baseline_model=flags.FLAGS.baseline_model,
+    rounds=flags.FLAGS.rounds,
     model=flags.FLAGS.model,
     image_size=parse_size(flags.FLAGS.image_size),
     batch_size=flags.FLAGS.batch_size,
@@ -405,6 +465,13 @@ def define_flags() -> None:
     'compilation_cache_dir', None, 'JAX persistent compilation cache folder.'
   )
   flags.DEFINE_integer('matmul_size', 2048, 'Side of the peak matmul.')
+  flags.DEFINE_enum(
+    'baseline_model',
+    None,
+    ['sharp_unet', 'unet'],
+    'Also time this model, interleaved, and report the step-time ratio.',
+  )
+  flags.DEFINE_integer('rounds', 5, 'Interleaved rounds of --steps each.')
 
 
 if __name__ == '__main__':

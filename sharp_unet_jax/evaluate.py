@@ -46,6 +46,7 @@ from sharp_unet_jax import (
   restore,
   train,
   visualize,
+  xla_options,
 )
 from sharp_unet_jax.errors import UserError
 
@@ -84,7 +85,7 @@ def predict_split(restored: restore.Restored, data: input_pipeline.SplitData):
       probabilities = jax.nn.softmax(logits, axis=-1)
     return metrics.hard_predictions(logits), probabilities
 
-  forward = jax.jit(forward)
+  forward = jax.jit(forward, compiler_options=xla_options.compute_options())
   params = jax.device_put(restored.params)
   labels, probabilities = [], []
   batch_size = restored.config.eval_batch_size

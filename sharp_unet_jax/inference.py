@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import input_pipeline
+from sharp_unet_jax import input_pipeline, xla_options
 from sharp_unet_jax.errors import UserError
 
 BLENDS = ('gaussian', 'constant')
@@ -175,7 +175,8 @@ class TiledPredictor:
     self._params = jax.device_put(params)
     self._window = jax.device_put(window)
     self._forward = jax.jit(
-      functools.partial(_forward, apply_fn=apply_fn, num_classes=num_classes, tta=tta)
+      functools.partial(_forward, apply_fn=apply_fn, num_classes=num_classes, tta=tta),
+      compiler_options=xla_options.compute_options(),
     )
 
   @property

@@ -23,8 +23,8 @@ import numpy as np
 
 from sharp_unet_jax import benchmark
 
-# --model, --image_size, --batch_size, --filters, --depth and --steps (per
-# round) are benchmark.py's flags.
+# --model, --image_size, --batch_size, --filters, --depth, --steps (per round)
+# and --rounds are benchmark.py's flags.
 
 
 class KerasBench:
@@ -67,20 +67,12 @@ def compare(config, mode: str, steps: int, rounds: int, jit_compile='auto') -> d
   """Alternates timed steps of ours and Keras; returns both and the ratio."""
   ours = (benchmark.TrainBench if mode == 'train' else benchmark.InferBench)(config)
   theirs = KerasBench(config, mode, jit_compile)
-  for _ in range(2):
-    benchmark.block(ours.step())
-    theirs.step()
-  ours_ms, theirs_ms = [], []
-  for _ in range(rounds):
-    ours_ms += benchmark.time_calls(ours.step, steps)
-    theirs_ms += benchmark.time_calls(theirs.step, steps)
+  ours_ms, theirs_ms = benchmark.interleaved_times(
+    ours.step, theirs.step, steps, rounds
+  )
   ours_med, theirs_med = statistics.median(ours_ms), statistics.median(theirs_ms)
   # Per-round ratios show how stable the comparison is under load.
-  round_ratios = [
-    statistics.median(theirs_ms[i : i + steps])
-    / statistics.median(ours_ms[i : i + steps])
-    for i in range(0, len(ours_ms), steps)
-  ]
+  round_ratios = benchmark.round_ratios(ours_ms, theirs_ms, steps)
   batch = config.batch_size
   return {
     'ours_images_per_sec': batch / ours_med * 1e3,
@@ -126,7 +118,6 @@ def main(argv) -> None:
 def define_flags() -> None:
   """Defines the command's flags; called only when run as a program."""
   benchmark.define_flags()
-  flags.DEFINE_integer('rounds', 6, 'Alternating rounds.')
   flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
   flags.DEFINE_enum(
     'keras_jit_compile',

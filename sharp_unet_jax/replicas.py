@@ -49,6 +49,7 @@ from sharp_unet_jax import (
   steps,
   train,
   weight_map,
+  xla_options,
 )
 from sharp_unet_jax.errors import UserError
 
@@ -89,11 +90,12 @@ class ReplicaTrainer:
     self.train_step = jax.jit(
       jax.vmap(lambda state, batch, seed: step_fn(state, batch, seed=seed)),
       donate_argnums=(0,),
+      compiler_options=xla_options.compute_options(),
     )
     create = functools.partial(steps.create_train_state, config, model)
     self.init = jax.jit(
       jax.vmap(lambda seed: create(jax.random.key(seed))),
-      compiler_options=train._cpu_init_options(),
+      compiler_options=xla_options.init_options(),
     )
 
 
@@ -214,11 +216,12 @@ def benchmark(config, num_replicas: int, num_steps: int = 10, repeats: int = 3):
       steps.train_step,
       loss_fn=losses.get_loss(config.loss),
       num_classes=config.num_classes,
-    )
+    ),
+    compiler_options=xla_options.compute_options(),
   )
   create = jax.jit(
     functools.partial(steps.create_train_state, config, replicas.trainer.model),
-    compiler_options=train._cpu_init_options(),
+    compiler_options=xla_options.init_options(),
   )
   stacked = replicas.init(jnp.asarray(seeds, jnp.int32))
   singles = [create(jax.random.key(s)) for s in seeds]

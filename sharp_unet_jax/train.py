@@ -31,6 +31,7 @@ from sharp_unet_jax import (
   steps,
   visualize,
   weight_map,
+  xla_options,
 )
 from sharp_unet_jax.errors import UserError
 
@@ -93,14 +94,6 @@ def write_json_atomically(path: str, payload: Any) -> None:
   os.replace(tmp, path)
 
 
-def _cpu_init_options() -> Optional[dict]:
-  # Initialisation runs once; on CPU, optimising its many PRNG kernels takes
-  # far longer (about 10 s) than running them unoptimised.
-  if jax.default_backend() == 'cpu':
-    return {'xla_backend_optimization_level': 0}
-  return None
-
-
 class Trainer:
   """Holds the mesh and the compiled steps of one training config."""
 
@@ -115,6 +108,7 @@ class Trainer:
     shardings = dict(
       in_shardings=(self.replicated, self.data_sharding),
       out_shardings=self.replicated,
+      compiler_options=xla_options.compute_options(),
     )
     augment = config.get('augment')
     self.train_step = jax.jit(
@@ -155,7 +149,7 @@ class Trainer:
     """Fresh state, created directly with replicated sharding."""
     create = functools.partial(steps.create_train_state, self.config, self.model)
     compiled = jax.jit(
-      create, out_shardings=self.replicated, compiler_options=_cpu_init_options()
+      create, out_shardings=self.replicated, compiler_options=xla_options.init_options()
     )
     return compiled(jax.random.key(self.config.seed))
 

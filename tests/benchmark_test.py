@@ -81,3 +81,26 @@ def test_bfloat16_compute_is_close_to_float32_on_cpu():
   assert out.dtype == jnp.float32
   scale = float(jnp.max(jnp.abs(ref)))
   assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * scale
+
+
+def test_baseline_model_comparison_reports_interleaved_step_time_ratio():
+  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
+  result = benchmark.run(
+    mode='train',
+    steps=2,
+    rounds=2,
+    matmul_size=128,
+    model='sharp_unet',
+    baseline_model='unet',
+    **sizes,
+  )
+  assert result['model'] == 'sharp_unet' and result['baseline_model'] == 'unet'
+  ratio = result['model_step_ms_median'] / result['baseline_step_ms_median']
+  assert np.isclose(result['step_time_ratio'], ratio)
+  assert len(result['round_step_time_ratios']) == 2
+  assert all(r > 0 for r in result['round_step_time_ratios'])
+
+
+def test_round_ratios_are_per_round_medians():
+  fast, slow = [1.0, 2.0, 10.0, 10.0], [4.0, 4.0, 20.0, 20.0]
+  assert benchmark.round_ratios(fast, slow, steps=2) == [4.0 / 1.5, 2.0]
