@@ -98,13 +98,23 @@ def block(tree) -> None:
   )
 
 
-def time_calls(fn: Callable[[], Any], steps: int) -> list[float]:
-  """Wall milliseconds of `steps` calls of fn, each waited for."""
+def time_calls(fn: Callable[[], Any], steps: int, log_every: int = 0) -> list[float]:
+  """Wall milliseconds of `steps` calls of fn, each waited for.
+
+  With `log_every` > 0, logs the step's time and the resident memory every
+  `log_every` calls, so a long memory check shows its course while it runs.
+  """
   times = []
-  for _ in range(steps):
+  for i in range(1, steps + 1):
     start = time.perf_counter()
     block(fn())
     times.append((time.perf_counter() - start) * 1e3)
+    if log_every and i % log_every == 0:
+      print(
+        f'step {i}/{steps}: {times[-1]:.0f} ms, rss {current_rss_mb():.0f} MB',
+        file=sys.stderr,
+        flush=True,
+      )
   return times
 
 
@@ -219,13 +229,15 @@ def _summarise(times_ms, images_per_step, flops_per_step, peak_gflops) -> dict:
   }
 
 
-def bench_model(config, mode: str, steps: int, warmup: int, peak_gflops) -> dict:
+def bench_model(
+  config, mode: str, steps: int, warmup: int, peak_gflops, log_every: int = 0
+) -> dict:
   """Times the train step ('train') or the forward pass ('infer')."""
   bench = (TrainBench if mode == 'train' else InferBench)(config)
   for _ in range(warmup):
     block(bench.step())
   rss_before = current_rss_mb()
-  times = time_calls(bench.step, steps)
+  times = time_calls(bench.step, steps, log_every)
   result = _summarise(times, config.batch_size, bench.flops, peak_gflops)
   result.update(
     compile_s=bench.compile_s,
@@ -381,6 +393,7 @@ def run(
   matmul_size: int = 2048,
   baseline_model: Optional[str] = None,
   rounds: int = 5,
+  log_every: int = 0,
   **config_kwargs,
 ) -> dict:
   """Runs one benchmark and returns its result dict (see the module doc)."""
@@ -391,7 +404,7 @@ def run(
   if baseline_model:
     result = compare_models(config, baseline_model, mode, steps, rounds)
   elif mode in ('train', 'infer'):
-    result = bench_model(config, mode, steps, warmup, peak)
+    result = bench_model(config, mode, steps, warmup, peak, log_every)
   elif mode == 'tiled':
     height, width = config.image_size
     tile = tuple(tile_size) if tile_size else (height // 2, width // 2)
@@ -428,6 +441,7 @@ def main(argv) -> None:
     matmul_size=flags.FLAGS.matmul_size,
     baseline_model=flags.FLAGS.baseline_model,
     rounds=flags.FLAGS.rounds,
+    log_every=flags.FLAGS.log_every,
     model=flags.FLAGS.model,
     image_size=parse_size(flags.FLAGS.image_size),
     batch_size=flags.FLAGS.batch_size,
@@ -472,6 +486,9 @@ def define_flags() -> None:
     'Also time this model, interleaved, and report the step-time ratio.',
   )
   flags.DEFINE_integer('rounds', 5, 'Interleaved rounds of --steps each.')
+  flags.DEFINE_integer(
+    'log_every', 0, 'train/infer: log step time and RSS every N timed steps.'
+  )
 
 
 if __name__ == '__main__':

@@ -37,6 +37,7 @@ def test_cli_prints_json_with_required_keys_as_last_line():
     '--depth=2',
     '--steps=2',
     '--warmup=1',
+    '--log_every=1',
     '--matmul_size=256',
     '--mode=train',
   ]
@@ -45,6 +46,7 @@ def test_cli_prints_json_with_required_keys_as_last_line():
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert 'step 1/2:' in proc.stderr and 'step 2/2:' in proc.stderr
   for key in REQUIRED:
     assert isinstance(result[key], float) and math.isfinite(result[key]), key
     assert result[key] > 0, key
