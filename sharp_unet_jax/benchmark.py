@@ -9,6 +9,8 @@ The last printed line is one JSON object: images_per_sec and step_ms_median
 (after compilation), compile_s, peak_rss_mb, gflops_per_image (XLA's cost
 analysis of the compiled step), achieved_gflops, matmul_peak_gflops (a large
 float32 matmul timed in the same process) and their ratio, among others.
+With --baseline_model=M it instead times --model and M in interleaved rounds
+and reports step_time_ratio (model over M) and the per-round ratios.
 `python -m sharp_unet_jax.peer_benchmark` compares with the paper's Keras model.
 """
 
@@ -247,24 +249,29 @@ def bench_model(
   return result
 
 
-def compare_models(config, baseline: str, mode: str, steps: int, rounds: int) -> dict:
+def compare_models(
+  config, baseline: str, mode: str, steps: int, rounds: int, warmup: int = 2
+) -> dict:
   """Step time of config.model over that of `baseline`, interleaved.
 
   With the same sizes, `--model=sharp_unet --baseline_model=unet` measures
-  the sharp block's overhead (issue target: <= 1.03).
+  the sharp block's overhead (issue target: <= 1.03). Ratios > 1 mean
+  config.model is slower.
   """
   bench_class = TrainBench if mode == 'train' else InferBench
   ours = bench_class(config)
   other_config = config.copy_and_resolve_references()
   other_config.model = baseline
   other = bench_class(other_config)
-  ours_ms, other_ms = interleaved_times(ours.step, other.step, steps, rounds)
+  ours_ms, other_ms = interleaved_times(ours.step, other.step, steps, rounds, warmup)
   return {
     'baseline_model': baseline,
     'baseline_step_ms_median': statistics.median(other_ms),
     'model_step_ms_median': statistics.median(ours_ms),
     'step_time_ratio': statistics.median(ours_ms) / statistics.median(other_ms),
-    'round_step_time_ratios': [1 / r for r in round_ratios(ours_ms, other_ms, steps)],
+    'round_step_time_ratios': round_ratios(other_ms, ours_ms, steps),
+    'compile_s': ours.compile_s,
+    'baseline_compile_s': other.compile_s,
   }
 
 
@@ -398,11 +405,14 @@ def run(
 ) -> dict:
   """Runs one benchmark and returns its result dict (see the module doc)."""
   config = make_config(**config_kwargs)
-  peak = matmul_peak_gflops(matmul_size) if mode != 'pipeline' else None
   if baseline_model and mode not in ('train', 'infer'):
-    raise ValueError('baseline_model needs mode train or infer.')
+    raise ValueError('--baseline_model needs --mode=train or infer.')
+  if baseline_model and log_every:
+    raise ValueError('--log_every times one model; drop --baseline_model.')
+  timed = mode != 'pipeline' and not baseline_model
+  peak = matmul_peak_gflops(matmul_size) if timed else None
   if baseline_model:
-    result = compare_models(config, baseline_model, mode, steps, rounds)
+    result = compare_models(config, baseline_model, mode, steps, rounds, warmup)
   elif mode in ('train', 'infer'):
     result = bench_model(config, mode, steps, warmup, peak, log_every)
   elif mode == 'tiled':

@@ -11,7 +11,9 @@ and the weight gradient three ways, interleaved op by op so that machine load
 hits all alike: jitted JAX with this project's CPU compiler options
 (`xla_options.compute_options()`), jitted JAX with jaxlib's defaults, and
 TensorFlow's own kernels (oneDNN on CPU), which the paper's Keras model uses.
-It prints one line per shape and, last, a JSON object with all the medians.
+It prints one line per shape and, last, a JSON object with all the medians
+and their totals (each distinct shape counted once, so the totals are not the
+convolution time of one train step).
 """
 
 import json
@@ -137,6 +139,8 @@ def main(argv) -> None:
   shapes = conv_shapes(
     benchmark.parse_size(fv.image_size), fv.batch_size, fv.filters, fv.depth
   )
+  if xla_options.compute_options() is None:
+    print('note: XLA_FLAGS set the YNNPACK flag, so xla_project equals xla_default')
   rows = []
   for shape in shapes:
     result = time_shape(shape, fv.repeats, fv.tensorflow)

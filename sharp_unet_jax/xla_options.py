@@ -3,9 +3,10 @@
 jaxlib 0.10's CPU compiler hands convolutions to YNNPACK fusions by default.
 For U-Net's convolutions XLA's own convolution runtime is faster, above all for
 the weight gradients at the large levels: with YNNPACK kept for dots only the
-Sharp U-Net train step took 0.38x the time at 192x256 batch 16 and 0.8-0.88x at
+Sharp U-Net train step took 0.38x the time at 192x256 batch 16 and 0.88x at
 128x128 batch 4, and inference 0.76-0.81x, with gradients as close to a float64
-reference as before (docs/performance.md). `compute_options()` returns that
+reference as before (docs/performance.md). YNNPACK's dot fusions may still take
+in a convolution that feeds a dot in the forward pass. `compute_options()` returns that
 setting for `jax.jit(..., compiler_options=...)`; GPU and TPU get nothing.
 
 A user who sets `--xla_cpu_experimental_ynn_fusion_type` in `XLA_FLAGS` keeps

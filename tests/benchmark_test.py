@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sharp_unet_jax import benchmark, models
 
@@ -85,22 +86,38 @@ def test_bfloat16_compute_is_close_to_float32_on_cpu():
   assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * scale
 
 
-def test_baseline_model_comparison_reports_interleaved_step_time_ratio():
-  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
+def test_baseline_model_comparison_builds_both_models_and_orients_ratios(monkeypatch):
+  built = []
+
+  class FakeBench:
+    def __init__(self, config):
+      built.append(config.model)
+      self.compile_s = 1.0
+
+    def step(self):
+      return None
+
+  def fake_times(step_a, step_b, steps, rounds, warmup):
+    assert (steps, rounds, warmup) == (2, 2, 1)
+    # The model: 2 ms then 4 ms per round; the baseline: 1 ms then 1 ms.
+    return [2.0, 2.0, 4.0, 4.0], [1.0, 1.0, 1.0, 1.0]
+
+  monkeypatch.setattr(benchmark, 'TrainBench', FakeBench)
+  monkeypatch.setattr(benchmark, 'interleaved_times', fake_times)
   result = benchmark.run(
-    mode='train',
-    steps=2,
-    rounds=2,
-    matmul_size=128,
-    model='sharp_unet',
-    baseline_model='unet',
-    **sizes,
+    mode='train', steps=2, rounds=2, warmup=1, model='sharp_unet', baseline_model='unet'
   )
+  assert built == ['sharp_unet', 'unet']
   assert result['model'] == 'sharp_unet' and result['baseline_model'] == 'unet'
-  ratio = result['model_step_ms_median'] / result['baseline_step_ms_median']
-  assert np.isclose(result['step_time_ratio'], ratio)
-  assert len(result['round_step_time_ratios']) == 2
-  assert all(r > 0 for r in result['round_step_time_ratios'])
+  assert result['step_time_ratio'] == 3.0  # median 3 ms over median 1 ms
+  assert result['round_step_time_ratios'] == [2.0, 4.0]
+
+
+def test_baseline_model_rejects_modes_and_flags_it_cannot_honour():
+  with pytest.raises(ValueError, match='--mode=train or infer'):
+    benchmark.run(mode='pipeline', baseline_model='unet')
+  with pytest.raises(ValueError, match='drop --baseline_model'):
+    benchmark.run(mode='train', baseline_model='unet', log_every=5)
 
 
 def test_round_ratios_are_per_round_medians():

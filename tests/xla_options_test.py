@@ -1,12 +1,13 @@
 """The CPU compiler options: what they are, that they take effect, same results."""
 
+import collections
 import re
 
 import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import xla_options
+from sharp_unet_jax import benchmark, train, xla_options
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -19,16 +20,18 @@ def conv_and_gradients(x, w, g):
   return (y, *vjp(g))
 
 
-def fusion_kinds_of_convolutions(hlo: str) -> set:
-  """Fusion kinds ('__ynn_fusion', ...) of the fusions that hold a convolution."""
-  kinds = set()
+def convolutions_by_fusion_kind(hlo: str) -> collections.Counter:
+  """How many convolutions sit in fusions of each kind ('__ynn_fusion', ...)."""
+  counts = collections.Counter()
   for computation in re.split(r'\n(?=%)', hlo):
-    if ' convolution(' not in computation:
+    convolutions = computation.count(' convolution(')
+    if not convolutions:
       continue
     name = computation.split(' ', 1)[0]
-    for call in re.findall(rf'calls={re.escape(name)}\b.*', hlo):
-      kinds.update(re.findall(r'"kind":"(\w+)"', call))
-  return kinds
+    for call in re.findall(rf'calls={re.escape(name)}(?=[,\s}}]).*', hlo):
+      for kind in re.findall(r'"kind":"(\w+)"', call):
+        counts[kind] += convolutions
+  return counts
 
 
 def test_cpu_keeps_ynnpack_for_dots_only(monkeypatch):
@@ -56,8 +59,37 @@ def test_convolutions_leave_ynnpack_and_results_stay_the_same():
   default = lowered.compile()
   ours = lowered.compile(compiler_options=xla_options.compute_options())
   # jaxlib's default puts convolutions into YNNPACK fusions; ours does not.
-  assert '__ynn_fusion' in fusion_kinds_of_convolutions(default.as_text())
+  assert '__ynn_fusion' in convolutions_by_fusion_kind(default.as_text())
   assert ' convolution(' in ours.as_text()
-  assert '__ynn_fusion' not in fusion_kinds_of_convolutions(ours.as_text())
+  assert '__ynn_fusion' not in convolutions_by_fusion_kind(ours.as_text())
   for a, b in zip(ours(x, w, g), default(x, w, g)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def compiled_train_and_predict_hlo(config):
+  trainer = train.Trainer(config)
+  state = trainer.initial_state()
+  batch = trainer.global_batch(benchmark.random_batch(config, np.random.default_rng(0)))
+  step = trainer.train_step.lower(state, batch).compile().as_text()
+  predict = trainer.predict.lower(state.params, batch['image']).compile().as_text()
+  return step, predict
+
+
+def test_the_trainers_steps_are_compiled_with_the_options(tiny_config, monkeypatch):
+  config = tiny_config
+  config.num_filters, config.depth, config.image_size = 32, 1, (16, 16)
+  config.batch_size = config.eval_batch_size = 4
+  step, predict = compiled_train_and_predict_hlo(config)
+  # Control: when the user's XLA_FLAGS name the flag, the project sets nothing
+  # and jaxlib's default (YNNPACK convolutions) shows up in the same count.
+  monkeypatch.setenv('XLA_FLAGS', f'--{xla_options.YNN_FUSION_FLAG}=default')
+  default_step, default_predict = compiled_train_and_predict_hlo(config)
+  ynn = '__ynn_fusion'
+  assert convolutions_by_fusion_kind(default_step)[ynn] > 0
+  assert convolutions_by_fusion_kind(step)[ynn] == 0
+  # In the forward pass YNNPACK's dot fusions may still take in a convolution
+  # that feeds a dot (the up-convolution); fewer than by default.
+  assert (
+    convolutions_by_fusion_kind(predict)[ynn]
+    < convolutions_by_fusion_kind(default_predict)[ynn]
+  )
