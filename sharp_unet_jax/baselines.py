@@ -107,11 +107,11 @@ def load_split(name: str, split: str, data_dir: str | None):
   """Builds (if needed) and loads a TFDS split as numpy (images, masks)."""
   import tensorflow_datasets as tfds
 
-  import sharp_unet_jax.datasets  # noqa: F401  Registers the builders.
+  from sharp_unet_jax import data_source  # Registers the builders.
 
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare()
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  data = data_source.stacked(builder, split)
   return data['image'], data['mask']
 
 

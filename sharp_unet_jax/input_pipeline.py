@@ -1,47 +1,40 @@
-"""TFDS -> per-process numpy batches -> global jax.Arrays.
+"""Training and evaluation batches read by example index, as global jax.Arrays.
 
-Each split is read once through TFDS, resized to the config's image size
-(bilinear for images, nearest neighbour for masks) and kept in host memory.
-The training batch of step `s` is then a pure function of (seed, s): the
-examples come from a seeded permutation per epoch, so a run resumed from any
-checkpoint sees exactly the batches an uninterrupted run would have seen.
+A split is opened as a `data_source.Split`: random access to the prepared
+TFDS data on disk, each example decoded and resized when it is read, so host
+memory holds a few batches, never the split. The training batch of step `s`
+is a pure function of (seed, s): the examples come from a seeded permutation
+per epoch, so a run resumed from any checkpoint sees exactly the batches an
+uninterrupted run would have seen.
 
-Every process computes the same global batch indices and loads its own
+Every process computes the same global batch indices and reads only its own
 contiguous share of them; `jax.make_array_from_process_local_data` assembles
-the global, data-sharded batch.
+the global, data-sharded batch (see prefetch.py, which does it for the next
+batch while the current step runs).
 """
 
 import dataclasses
 import functools
-import os
 from typing import Iterator, Optional
 
 import jax
 import numpy as np
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-
-from sharp_unet_jax import datasets  # noqa: E402,F401  (registers the builders)
-from sharp_unet_jax.errors import UserError  # noqa: E402
-
-# TensorFlow only feeds data: keep it off accelerators JAX should own.
-tf.config.set_visible_devices([], 'GPU')
+from sharp_unet_jax import data_source
+from sharp_unet_jax.data_source import get_builder, to_channels  # noqa: F401
+from sharp_unet_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitData:
-  """A split held in host memory at the model's input size.
+  """A small split held in host memory (tests, tools); reads like a Split.
 
   Attributes:
-    images: (N, H, W, C) uint8 or uint16, C = config.num_channels.
+    images: (N, H, W, C) uint8 or uint16.
     masks: (N, H, W) uint8 class indices.
-    ids: (N,) example ids, as bytes, when the data set has them.
-    instances: optional (N, H, W) int32 instance ids (0 = background), read
-      when asked for and the data set has them (dsb2018).
-    weights: optional (N, H, W) float32 per-pixel loss weights (see
-      weight_map.py); training batches carry them as 'weights'.
+    ids: (N,) example ids, as bytes.
+    instances: optional (N, H, W) int32 instance ids (0 = background).
+    weights: optional (N, H, W) float32 per-pixel loss weights.
   """
 
   images: np.ndarray
@@ -53,53 +46,26 @@ class SplitData:
   def __len__(self) -> int:
     return len(self.images)
 
+  def read(self, indices) -> dict:
+    """The examples at `indices`, with the keys of `data_source.Split.read`."""
+    out = {'image': self.images[indices], 'mask': self.masks[indices]}
+    out['id'] = (
+      self.ids[indices] if len(self.ids) else np.array([b''] * len(out['mask']))
+    )
+    for key in ('instances', 'weights'):
+      if getattr(self, key) is not None:
+        out[key] = getattr(self, key)[indices]
+    return out
 
-def get_builder(config):
-  """Returns the TFDS builder of `config.dataset`, prepared (built) on disk.
-
-  Raises:
-    UserError: if the data set is unknown.
-  """
-  try:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise UserError(
-      f'config.dataset={config.dataset!r} is not a known TFDS data set; '
-      'use one of the builders in sharp_unet_jax/datasets.'
-    ) from e
-  if jax.process_index() == 0:
-    download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir)
-    builder.download_and_prepare(download_config=download_config)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    multihost_utils.sync_global_devices('tfds_prepared')
-  return builder
+  def iterate(self, batch_size: int, indices=None) -> Iterator[dict]:
+    """Reads `indices` (default: all, in order) a batch at a time."""
+    indices = np.arange(len(self)) if indices is None else np.asarray(indices)
+    for start in range(0, len(indices), batch_size):
+      yield self.read(indices[start : start + batch_size])
 
 
-def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-  """Converts (N, H, W, C) images to `channels` channels.
-
-  Grey is repeated to RGB, an alpha channel is dropped, and RGB becomes grey
-  by the ITU-R 601 luma weights.
-  """
-  have = images.shape[-1]
-  if have == channels:
-    return images
-  if have == 4:
-    images, have = images[..., :3], 3
-  if have == channels:
-    return images
-  if have == 1 and channels == 3:
-    return np.repeat(images, 3, axis=-1)
-  if have == 3 and channels == 1:
-    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.round(luma)[..., None].astype(images.dtype)
-  raise UserError(f'Cannot convert images with {have} channels to {channels}.')
-
-
-def load_split(config, split: str, instances: bool = False) -> SplitData:
-  """Reads a whole split through TFDS at config.image_size.
+def load_split(config, split: str, instances: bool = False) -> data_source.Split:
+  """Opens a split of config.dataset for reading at config.image_size.
 
   Args:
     config: the training config.
@@ -108,8 +74,8 @@ def load_split(config, split: str, instances: bool = False) -> SplitData:
       when the data set has one.
 
   Raises:
-    UserError: for a missing split, or mask values that do not fit
-      config.num_classes.
+    UserError: for a missing split. Mask values that do not fit
+      config.num_classes are reported when their example is read.
   """
   builder = get_builder(config)
   if split not in builder.info.splits:
@@ -117,39 +83,7 @@ def load_split(config, split: str, instances: bool = False) -> SplitData:
       f'Split {split!r} does not exist in {config.dataset}; it has '
       f'{sorted(builder.info.splits.keys())}.'
     )
-  height, width = config.image_size
-  instances = instances and 'instances' in builder.info.features
-
-  def resize(example):
-    image = example['image']
-    dtype = image.dtype
-    image = tf.image.resize(image, (height, width), method='bilinear')
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, dtype.max), dtype)
-    mask = tf.image.resize(example['mask'], (height, width), method='nearest')
-    ids = example.get('id', tf.constant(b''))
-    if instances:
-      objects = tf.image.resize(example['instances'], (height, width), 'nearest')
-      ids = (ids, tf.cast(objects[..., 0], tf.int32))
-    return image, tf.cast(mask[..., 0], tf.uint8), ids
-
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-  images, masks, ids, objects = [], [], [], []
-  for image, mask, ident in tfds.as_numpy(ds):
-    if instances:
-      ident, instance_ids = ident
-      objects.append(instance_ids)
-    images.append(image)
-    masks.append(mask)
-    ids.append(ident)
-  data = SplitData(
-    to_channels(np.concatenate(images), config.num_channels),
-    np.concatenate(masks),
-    np.concatenate(ids),
-    np.concatenate(objects) if instances else None,
-  )
-  check_mask_values(data.masks, config, f'{config.dataset}[{split}]')
-  return data
+  return data_source.Split(config, builder, split, instances)
 
 
 def check_mask_values(masks: np.ndarray, config, source: str) -> None:
@@ -213,31 +147,42 @@ def make_global_batch(local: dict, sharding) -> dict:
   }
 
 
-def train_batch(data: SplitData, config, step: int) -> dict:
+def train_batch(data, config, step: int) -> dict:
   """This process's share of the training batch at `step`, as numpy arrays."""
   indices = train_indices(config.seed, step, config.batch_size, len(data))
-  indices = indices[process_slice(config.batch_size)]
+  examples = data.read(indices[process_slice(config.batch_size)])
   batch = {
-    'image': normalize(data.images[indices]),
-    'mask': data.masks[indices].astype(np.int32),
+    'image': normalize(examples['image']),
+    'mask': examples['mask'].astype(np.int32),
   }
-  if data.weights is not None:
-    batch['weights'] = data.weights[indices].astype(np.float32)
+  if 'weights' in examples:
+    batch['weights'] = examples['weights'].astype(np.float32)
   return batch
 
 
-def eval_batches(data: SplitData, batch_size: int) -> Iterator[dict]:
+def eval_indices(num_examples: int, batch_size: int) -> Iterator[tuple]:
+  """(indices, valid) of this process's share of each padded eval batch.
+
+  The last batch is padded with copies of the first example; valid is True
+  for real examples and False for padding.
+  """
+  for start in range(0, num_examples, batch_size):
+    indices = np.arange(start, start + batch_size)
+    valid = indices < num_examples
+    indices = np.where(valid, indices, 0)
+    yield indices[process_slice(batch_size)], valid[process_slice(batch_size)]
+
+
+def eval_batches(data, batch_size: int) -> Iterator[dict]:
   """Yields this process's share of padded evaluation batches, in order.
 
-  The last batch is padded with copies of the first example; 'valid' is 1 for real
-  examples and 0 for padding, so every example counts exactly once.
+  'valid' is 1 for real examples and 0 for padding, so every example counts
+  exactly once.
   """
-  for start in range(0, len(data), batch_size):
-    indices = np.arange(start, start + batch_size)
-    valid = indices < len(data)
-    indices = np.where(valid, indices, 0)[process_slice(batch_size)]
+  for indices, valid in eval_indices(len(data), batch_size):
+    examples = data.read(indices)
     yield {
-      'image': normalize(data.images[indices]),
-      'mask': data.masks[indices].astype(np.int32),
-      'valid': valid[process_slice(batch_size)].astype(np.float32),
+      'image': normalize(examples['image']),
+      'mask': examples['mask'].astype(np.int32),
+      'valid': valid.astype(np.float32),
     }

@@ -27,6 +27,7 @@ from sharp_unet_jax import (
   metrics,
   models,
   preemption,
+  prefetch,
   schedules,
   steps,
   visualize,
@@ -157,25 +158,32 @@ class Trainer:
     """This process's numpy batch -> global arrays sharded over the mesh."""
     return input_pipeline.make_global_batch(local, self.data_sharding)
 
-  def evaluate(self, params, data: input_pipeline.SplitData) -> dict[str, float]:
-    """Dataset-level and per-image metrics over a whole split."""
+  def evaluate(self, params, data) -> dict[str, float]:
+    """Dataset-level and per-image metrics over a whole split.
+
+    Each process reads its share of every padded batch; the metrics are
+    accumulated on the devices over the global batches, so every process
+    gets the scores of the whole split.
+    """
     total = None
-    for local in input_pipeline.eval_batches(data, self.config.eval_batch_size):
-      batch_metrics = self.eval_step(params, self.global_batch(local))
-      total = batch_metrics if total is None else total.merge(batch_metrics)
+    host_batches = input_pipeline.eval_batches(data, self.config.eval_batch_size)
+    with prefetch.DevicePrefetcher(host_batches, self.data_sharding) as batches:
+      for batch in batches:
+        batch_metrics = self.eval_step(params, batch)
+        total = batch_metrics if total is None else total.merge(batch_metrics)
     return {k: float(v) for k, v in jax.device_get(total.compute()).items()}
 
-  def summary_panels(self, params, data: input_pipeline.SplitData) -> np.ndarray:
+  def summary_panels(self, params, data) -> np.ndarray:
     """Image | truth | prediction panels of the first few examples of `data`."""
     count = min(self.config.num_summary_images, len(data))
-    size = -(-count // jax.device_count()) * jax.device_count()
-    indices = np.arange(size) % len(data)
-    images = input_pipeline.normalize(data.images[indices])
+    size = -(-count // self.mesh.size) * self.mesh.size
+    examples = data.read(np.arange(size) % len(data))
+    images = input_pipeline.normalize(examples['image'])
     local = {'image': images[input_pipeline.process_slice(size)]}
     logits = self.predict(params, self.global_batch(local)['image'])
     predicted = np.asarray(metrics.hard_predictions(jax.device_get(logits)))
     return visualize.comparison_panels(
-      images[:count], data.masks[indices][:count], predicted[:count]
+      images[:count], examples['mask'][:count], predicted[:count]
     )
 
 
@@ -294,13 +302,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_metrics = None
   stopped = schedules.should_stop(state.opt_state, config)
-  with preemption.PreemptionWatcher() as watcher:
+  host_batches = (
+    input_pipeline.train_batch(train_data, config, step)
+    for step in range(start_step, config.num_train_steps)
+  )
+  depth = config.get('prefetch_batches', 2)
+  with (
+    preemption.PreemptionWatcher() as watcher,
+    prefetch.DevicePrefetcher(host_batches, trainer.data_sharding, depth) as batches,
+  ):
     for step in range(start_step, config.num_train_steps):
       if stopped:
         break
-      local = input_pipeline.train_batch(train_data, config, step)
+      batch = next(batches)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, step_metrics = trainer.train_step(state, trainer.global_batch(local))
+        state, step_metrics = trainer.train_step(state, batch)
       train_metrics = (
         step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       )

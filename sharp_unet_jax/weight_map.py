@@ -18,15 +18,19 @@ Objects are the instance labels when the data set has them (dsb2018's
 `instances` feature: one id per nucleus), else the connected components of
 each foreground class (4-connectivity, `scipy.ndimage.label`).
 
-The maps are computed once per split, on the host in numpy (one exact
-distance transform per object), and travel in the batches as 'weights'; the
-losses take them as their per-pixel `weights` argument.
+The maps are computed on the host in numpy (one exact distance transform per
+object) when an example is read, in the input's worker threads, and travel
+in the batches as 'weights'; the losses take them as their per-pixel
+`weights` argument.
 """
 
 import dataclasses
+import functools
 from typing import Optional
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from scipy import ndimage
 
@@ -92,8 +96,12 @@ def class_weights(masks: np.ndarray, num_classes: int) -> np.ndarray:
   Returns:
     float32 (max(num_classes, 2),); 0 for classes that never occur.
   """
-  counts = np.bincount(masks.reshape(-1), minlength=max(num_classes, 2))
-  counts = counts.astype(np.float64)
+  return _balance(np.bincount(masks.reshape(-1), minlength=max(num_classes, 2)))
+
+
+def _balance(counts: np.ndarray) -> np.ndarray:
+  """w_c from pixel counts per class: total / (present classes * count)."""
+  counts = np.asarray(counts, np.float64)
   present = counts > 0
   weights = np.zeros_like(counts)
   weights[present] = counts.sum() / (present.sum() * counts[present])
@@ -123,35 +131,48 @@ def weight_map(
   return base + border_term(object_labels(mask, instances), w0, sigma)
 
 
-def split_weight_maps(data, config):
-  """Returns `data` (an input_pipeline.SplitData) with `weights` filled in.
+def split_class_weights(data, config, batch_size: int = 64) -> np.ndarray:
+  """w_c of a split (see `class_weights`), its masks read a batch at a time.
 
-  Uses data.instances when present. Class weights come from this split's
-  masks when config.weight_map_balance, else they are 1.
+  On several processes each counts the pixels of its share of the examples
+  and the counts are summed, so every process gets the same weights.
   """
   num_labels = max(config.num_classes, 2)
-  if config.weight_map_balance:
-    balance = class_weights(data.masks, config.num_classes)
-  else:
-    balance = np.ones(num_labels, np.float32)
+  if not config.weight_map_balance:
+    return np.ones(num_labels, np.float32)
+  mine = np.arange(jax.process_index(), len(data), jax.process_count())
+  counts = np.zeros(num_labels, np.int64)
+  for batch in data.iterate(batch_size, mine):
+    counts += np.bincount(batch['mask'].reshape(-1), minlength=num_labels)
+  if jax.process_count() > 1:
+    counts = np.asarray(multihost_utils.process_allgather(counts)).sum(axis=0)
+  return _balance(counts)
+
+
+def split_weight_maps(data, config):
+  """Returns `data` whose examples carry their U-Net weight map as 'weights'.
+
+  `data` is a data_source.Split (maps computed when an example is read, never
+  held for the split) or an in-memory input_pipeline.SplitData (maps
+  computed now). Uses the instances when the split has them. Class weights
+  come from this split's masks when config.weight_map_balance, else they
+  are 1.
+  """
+  balance = split_class_weights(data, config)
+  make = functools.partial(
+    weight_map,
+    class_weight=balance,
+    w0=config.weight_map_w0,
+    sigma=config.weight_map_sigma,
+  )
+  logging.info('U-Net weight maps with class weights %s.', np.round(balance, 3))
+  if hasattr(data, 'with_weights'):
+    return data.with_weights(lambda mask, instances: make(mask, instances=instances))
   instances = getattr(data, 'instances', None)
   maps = np.stack(
     [
-      weight_map(
-        mask,
-        balance,
-        None if instances is None else instances[i],
-        config.weight_map_w0,
-        config.weight_map_sigma,
-      )
+      make(mask, instances=None if instances is None else instances[i])
       for i, mask in enumerate(data.masks)
     ]
-  )
-  logging.info(
-    'U-Net weight maps of %d images (%s objects): mean %.3f, max %.3f.',
-    len(maps),
-    'instance' if instances is not None else 'connected-component',
-    float(maps.mean()),
-    float(maps.max()),
   )
   return dataclasses.replace(data, weights=maps)

@@ -11,6 +11,7 @@ from tensorflow_datasets.scripts.cli import build as tfds_build
 from tensorflow_datasets.scripts.cli import cli_utils
 import tifffile
 
+from sharp_unet_jax import data_source
 from sharp_unet_jax.datasets import build as build_module
 from sharp_unet_jax.datasets import segmentation_folder
 from sharp_unet_jax.errors import BadDataError
@@ -77,10 +78,10 @@ def test_rgb8_converts_every_format_and_keeps_masks(mixed):
   deep = examples['c_grey16']['image'][..., 0]
   np.testing.assert_array_equal(deep, (images['c_grey16'].astype(int) + 128) // 257)
   # The JPEG's own bytes are stored: no re-encoding, no loss.
-  raw = builder.as_dataset(
-    split='train+validation+test', decoders={'image': tfds.decode.SkipDecoding()}
+  raw = data_source.examples(
+    builder, 'train+validation+test', decoders={'image': tfds.decode.SkipDecoding()}
   )
-  stored = {ex['id'].decode(): ex['image'] for ex in tfds.as_numpy(raw)}
+  stored = {ex['id'].decode(): ex['image'] for ex in raw}
   assert stored['b_jpeg'] == (folder / 'images' / 'b_jpeg.jpg').read_bytes()
   assert stored['a_rgb'] != (folder / 'images' / 'a_rgb.png').read_bytes()
 

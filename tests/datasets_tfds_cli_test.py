@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tifffile
 
+from sharp_unet_jax import data_source
 import sharp_unet_jax.datasets  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,8 @@ def test_tfds_build_command_builds_lung_ct(tmp_path):
   sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
   assert sum(sizes[s] for s in ('train', 'validation', 'test')) == 6
   assert sizes['paper_train'] + sizes['paper_test'] == 6
-  example = next(iter(tfds.as_numpy(builder.as_dataset(split='train'))))
+  assert builder.info.file_format.value == 'array_record'
+  example = next(data_source.examples(builder, 'train'))
   assert example['image'].shape == (32, 32, 1) and set(np.unique(example['mask'])) <= {
     0,
     1,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sharp_unet_jax import input_pipeline
+from sharp_unet_jax import data_source, input_pipeline
 from sharp_unet_jax.errors import UserError
 
 
@@ -69,12 +69,52 @@ def test_check_batch_size_message():
     input_pipeline.check_batch_size(jax.device_count() + 1)
 
 
-def test_load_split_resizes_and_checks_masks(tiny_config):
+def test_load_split_reads_resized_examples_by_index(tiny_config):
   data = input_pipeline.load_split(tiny_config, 'validation')
-  assert data.images.shape == (16, 32, 32, 3) and data.images.dtype == np.uint8
-  assert set(np.unique(data.masks)) <= {0, 1}
+  assert len(data) == 16
+  examples = data.read([5, 0, 5])
+  assert examples['image'].shape == (3, 32, 32, 3)
+  assert examples['image'].dtype == np.uint8
+  assert set(np.unique(examples['mask'])) <= {0, 1}
+  assert examples['id'][0] == examples['id'][2] != examples['id'][1]
   with pytest.raises(UserError, match='does not exist'):
     input_pipeline.load_split(tiny_config, 'nonexistent')
+
+
+def test_per_example_resizing_equals_resizing_the_stored_split(tiny_config):
+  """The values of the former whole-split tf.image.resize, example by example."""
+  import tensorflow as tf  # noqa: PLC0415
+
+  tiny_config.image_size = (40, 52)
+  data = input_pipeline.load_split(tiny_config, 'test')
+  stored = data_source.stacked(input_pipeline.get_builder(tiny_config), 'test')
+  images = tf.image.resize(stored['image'], (40, 52), method='bilinear')
+  images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8).numpy()
+  masks = tf.image.resize(stored['mask'], (40, 52), method='nearest').numpy()
+  read = data.read(np.arange(len(data)))
+  np.testing.assert_array_equal(read['image'], images)
+  np.testing.assert_array_equal(read['mask'], masks[..., 0])
+  np.testing.assert_array_equal(read['id'], stored['id'])
+
+
+def test_bad_mask_values_name_the_example(tiny_config):
+  data = input_pipeline.load_split(tiny_config, 'validation')
+  data.read(np.arange(len(data)))  # all fit
+  data._num_labels = 1  # as if the lesions were a class the model lacks
+  with pytest.raises(UserError, match=r"example 'validation_\d+' \(index \d+\)"):
+    data.read(np.arange(len(data)))
+
+
+def test_data_built_in_the_old_format_gets_a_rebuild_message(tiny_config, tmp_path):
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  builder = tfds.builder(
+    tiny_config.dataset, data_dir=str(tmp_path), file_format='tfrecord'
+  )
+  builder.download_and_prepare()
+  tiny_config.data_dir = str(tmp_path)
+  with pytest.raises(UserError, match='older record format.*Delete that folder'):
+    input_pipeline.load_split(tiny_config, 'test')
 
 
 def test_mask_values_outside_classes_are_reported(tiny_config):

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from sharp_unet_jax import baselines  # noqa: E402
+from sharp_unet_jax import baselines, data_source  # noqa: E402
 import sharp_unet_jax.datasets  # noqa: E402, F401
 from sharp_unet_jax.datasets import synthetic_lesions  # noqa: E402
 
@@ -19,10 +19,7 @@ SIZE = 128
 def _load(data_dir) -> dict[str, dict[str, np.ndarray]]:
   builder = tfds.builder('synthetic_lesions/small', data_dir=os.fspath(data_dir))
   builder.download_and_prepare()
-  return {
-    split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    for split in SPLITS
-  }
+  return {split: data_source.stacked(builder, split) for split in SPLITS}
 
 
 @pytest.fixture(scope='module')

@@ -60,6 +60,18 @@ def test_connected_components_per_class():
   assert len(np.unique(labels[:, 4])) == 1 and labels[0, 4] != 0
 
 
+def test_split_class_weights_read_in_batches_equal_the_whole_split():
+  config = default.get_config()
+  rng = np.random.default_rng(0)
+  masks = (rng.random((7, 6, 5)) < 0.3).astype(np.uint8)
+  data = input_pipeline.SplitData(np.zeros((7, 6, 5, 3), np.uint8), masks, np.array([]))
+  got = weight_map.split_class_weights(data, config, batch_size=3)
+  np.testing.assert_allclose(got, weight_map.class_weights(masks, 1), rtol=1e-6)
+  assert got[1] > got[0] > 0
+  config.weight_map_balance = False
+  np.testing.assert_array_equal(weight_map.split_class_weights(data, config), 1.0)
+
+
 def test_weights_reach_the_batches_and_the_loss():
   config = default.get_config()
   config.update(batch_size=2, weight_map_balance=False)
@@ -96,11 +108,15 @@ def test_dsb2018_instances_are_read_and_used(tmp_path):
     weight_map=True,
   )
   data = input_pipeline.load_split(config, 'paper_train', instances=True)
-  assert data.instances.shape == data.masks.shape
-  np.testing.assert_array_equal(data.instances > 0, data.masks > 0)
-  assert data.instances.max() >= 2  # several nuclei, numbered
+  every = np.arange(len(data))
+  examples = data.read(every)
+  assert examples['instances'].shape == examples['mask'].shape
+  np.testing.assert_array_equal(examples['instances'] > 0, examples['mask'] > 0)
+  assert examples['instances'].max() >= 2  # several nuclei, numbered
   data = weight_map.split_weight_maps(data, config)
-  several = [i for i in range(len(data)) if data.instances[i].max() >= 2][0]
+  examples = data.read(every)
+  several = [i for i in every if examples['instances'][i].max() >= 2][0]
   # Background between two nuclei gets the border term.
-  assert data.weights[several][data.masks[several] == 0].max() > 5.0
-  assert input_pipeline.load_split(config, 'paper_train').instances is None
+  background = examples['mask'][several] == 0
+  assert examples['weights'][several][background].max() > 5.0
+  assert 'instances' not in input_pipeline.load_split(config, 'paper_train').read([0])

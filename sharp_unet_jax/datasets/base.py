@@ -80,6 +80,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       **kwargs: arguments of `tfds.core.GeneratorBasedBuilder`.
     """
     self._skip_bad_files = bool(skip_bad_files)
+    kwargs.setdefault('file_format', common.FILE_FORMAT)
     super().__init__(**kwargs)
     # TFDS re-creates builders from this state (pickling).
     self._original_state['skip_bad_files'] = self._skip_bad_files

@@ -20,6 +20,9 @@ import tifffile
 from sharp_unet_jax.errors import BadDataError
 
 # How many values or file names a message lists before it says '...'.
+# The record format every builder writes: random access by example index
+# (`tfds.data_source`), which the input pipeline reads.
+FILE_FORMAT = 'array_record'
 _MAX_LISTED = 10
 
 

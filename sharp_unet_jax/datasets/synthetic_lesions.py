@@ -36,6 +36,8 @@ from scipy import fft as scipy_fft
 from scipy import ndimage
 import tensorflow_datasets as tfds
 
+from sharp_unet_jax.datasets import common
+
 # Mixed into every example's seed; change it to get a different data set.
 _SEED = 20210923
 _SPLIT_IDS = {'train': 0, 'validation': 1, 'test': 2}
@@ -324,6 +326,11 @@ class SyntheticLesions(tfds.core.GeneratorBasedBuilder):
     ),
   ]
   DEFAULT_CONFIG_NAME = 'default'
+
+  def __init__(self, **kwargs):
+    """Creates the builder; it writes `common.FILE_FORMAT` records by default."""
+    kwargs.setdefault('file_format', common.FILE_FORMAT)
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size

@@ -1,0 +1,72 @@
+"""The device prefetcher: overlap with the step, errors, bounded, clean stop."""
+
+import itertools
+import time
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
+import pytest
+
+from sharp_unet_jax import prefetch
+
+DELAY = 0.15
+
+
+@pytest.fixture(scope='module')
+def sharding():
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  return NamedSharding(mesh, PartitionSpec('data'))
+
+
+def host_batches(count, delay=0.0, pulled=None):
+  for i in range(count):
+    time.sleep(delay)
+    if pulled is not None:
+      pulled.append(i)
+    yield {'x': np.full((jax.device_count(), 2), i, np.float32)}
+
+
+def test_batches_arrive_in_order_as_global_arrays(sharding):
+  with prefetch.DevicePrefetcher(host_batches(5), sharding) as batches:
+    got = [batch['x'] for batch in batches]
+  assert [int(np.asarray(x)[0, 0]) for x in got] == list(range(5))
+  assert got[0].sharding == sharding
+
+
+def test_next_batch_loads_while_the_step_runs(sharding):
+  """A slow loader and a slow step take about the larger time, not the sum."""
+  steps = 6
+  begin = time.perf_counter()
+  with prefetch.DevicePrefetcher(host_batches(steps, DELAY), sharding) as batches:
+    for _ in batches:
+      time.sleep(DELAY)  # the step
+  overlapped = time.perf_counter() - begin
+  serial = 2 * steps * DELAY
+  assert overlapped < 0.75 * serial, (overlapped, serial)
+
+
+def test_a_loader_error_reaches_the_consumer_with_its_message(sharding):
+  def failing():
+    yield from host_batches(2)
+    raise ValueError('example 7 is broken')
+
+  with prefetch.DevicePrefetcher(failing(), sharding) as batches:
+    assert next(batches) and next(batches)
+    with pytest.raises(ValueError, match='example 7 is broken'):
+      next(batches)
+
+
+def test_reads_at_most_depth_ahead_and_stops_on_close(sharding):
+  pulled = []
+  endless = host_batches(10**9, pulled=pulled)
+  fetcher = prefetch.DevicePrefetcher(endless, sharding, depth=2)
+  next(fetcher)
+  time.sleep(0.3)
+  assert len(pulled) <= 1 + 2 + 1  # taken, queued, one waiting to be put
+  fetcher.close()
+  assert not fetcher._thread.is_alive()
+  count = len(pulled)
+  time.sleep(0.1)
+  assert len(pulled) == count
+  assert list(itertools.islice(pulled, 3)) == [0, 1, 2]
