@@ -158,4 +158,4 @@ def test_build_module_runs_tfds_build_with_builder_options(tmp_path, capsys):
   build_module.main(parse(flags + ['segmentation_folder/skip_bad_files=True']))
   written = tmp_path / 'data' / 'segmentation_folder' / 'rgb8' / '1.0.0'
   assert (written / 'metadata.json').exists()
-  assert len(list(written.glob('*-train.tfrecord-*'))) == 1
+  assert len(list(written.glob('*-train.array_record-*'))) == 1
