@@ -16,7 +16,7 @@ from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sharp_unet_jax import cli, train  # noqa: E402
+from sharp_unet_jax import cli, distributed, train  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -24,12 +24,7 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, summaries and resu
 config_flags.DEFINE_config_file(
   'config', None, 'Training config file (configs/*.py).', lock_config=True
 )
-flags.DEFINE_bool(
-  'distributed', False, 'Initialise jax.distributed from the environment (TPU, SLURM).'
-)
-flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
-flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
-flags.DEFINE_integer('process_id', None, 'Index of this process, 0..num_processes-1.')
+distributed.define_flags()
 flags.DEFINE_string(
   'compilation_cache_dir',
   os.environ.get(
@@ -41,31 +36,12 @@ flags.DEFINE_string(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def initialize_distributed() -> None:
-  """Starts JAX's distributed runtime when the flags ask for it."""
-  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-  if not FLAGS.distributed and all(value is None for value in explicit):
-    return
-  if not FLAGS.distributed and any(value is None for value in explicit):
-    raise UserError(
-      'Pass all of --coordinator_address, --num_processes and --process_id, '
-      'or --distributed alone.'
-    )
-  # CPU processes exchange collectives over TCP with gloo; GPU and TPU ignore it.
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(
-    coordinator_address=FLAGS.coordinator_address,
-    num_processes=FLAGS.num_processes,
-    process_id=FLAGS.process_id,
-  )
-
-
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
-  initialize_distributed()
+  distributed.initialize()
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # progress is logged by process 0
   logging.info(

@@ -354,33 +354,46 @@ def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict
   return result
 
 
-def bench_pipeline(config, steps: int, warmup: int) -> dict:
-  """Examples/s of input_pipeline.train_batch + make_global_batch."""
-  from sharp_unet_jax import input_pipeline, train  # noqa: PLC0415
+def bench_pipeline(config, steps: int, warmup: int, rounds: int = 3) -> dict:
+  """Input throughput against the train step's consumption, side by side.
 
-  trainer = train.Trainer(config)
+  Times `rounds` alternating rounds of `steps` input batches (examples read
+  by index, decoded and resized in the worker threads, made global arrays)
+  and `steps` train steps of the same config on one batch, and compares the
+  medians: input_over_step > 1 means the input keeps ahead of the step.
+  """
+  from sharp_unet_jax import input_pipeline  # noqa: PLC0415
+
+  bench = TrainBench(config)
   start = time.perf_counter()
   data = input_pipeline.load_split(config, config.train_split)
   load_s = time.perf_counter() - start
+  counter = iter(range(10**9))
 
-  def one(step):
-    local = input_pipeline.train_batch(data, config, step)
-    return trainer.global_batch(local)
+  def one_batch():
+    local = input_pipeline.train_batch(data, config, next(counter))
+    return bench.trainer.global_batch(local)
 
-  for step in range(warmup):
-    block(one(step))
-  counter = iter(range(warmup, warmup + steps))
-  times = time_calls(lambda: one(next(counter)), steps)
-  median = statistics.median(times)
-  return {
-    'images_per_sec': config.batch_size / (median / 1e3),
-    'step_ms_median': median,
-    'compile_s': 0.0,
-    'load_s': load_s,
-    'num_examples': len(data),
-    'gflops_per_image': 0.0,
-    'achieved_gflops': 0.0,
-  }
+  for _ in range(warmup):
+    block(one_batch())
+    block(bench.step())
+  input_ms, step_ms = [], []
+  for _ in range(rounds):
+    input_ms += time_calls(one_batch, steps)
+    step_ms += time_calls(bench.step, steps)
+  result = _summarise(step_ms, config.batch_size, bench.flops, None)
+  input_rate = config.batch_size / (statistics.median(input_ms) / 1e3)
+  result.update(
+    input_images_per_sec=input_rate,
+    input_ms_median=statistics.median(input_ms),
+    step_images_per_sec=result['images_per_sec'],
+    input_over_step=input_rate / result['images_per_sec'],
+    compile_s=bench.compile_s,
+    load_s=load_s,
+    num_examples=len(data),
+    input_workers=int(config.get('input_workers', 4)),
+  )
+  return result
 
 
 def enable_compilation_cache(path: Optional[str]) -> None:
@@ -420,8 +433,7 @@ def run(
     tile = tuple(tile_size) if tile_size else (height // 2, width // 2)
     result = bench_tiled(config, tile, steps, warmup, peak)
   elif mode == 'pipeline':
-    result = bench_pipeline(config, steps, warmup)
-    result['matmul_peak_gflops'] = None
+    result = bench_pipeline(config, steps, warmup, rounds)
   else:
     raise ValueError(f'Unknown mode {mode!r}; use one of {MODES}.')
   result.update(

@@ -4,9 +4,13 @@ r"""Scores a trained model on a data set split, per image, like papers do.
       [--output_dir=OUT] [--checkpoint=latest|best|STEP] [--num_worst=8] \
       [--spacing=ROW_MM,COL_MM] [--data_dir=TFDS_DIR]
 
-The split is read as training reads it (at config.image_size) and predicted
-whole. Predictions are hard labels as in training's metrics (logit > 0, or
-argmax). Written to OUT (default WORKDIR/eval_<split>):
+The split is read as training reads it (at config.image_size), a batch at a
+time. On several processes (the distributed flags of main.py:
+--coordinator_address, --num_processes, --process_id, or --distributed) each
+predicts and scores its share of the batches; the rows are gathered and
+process 0 writes the reports, the same as one process writes. Predictions
+are hard labels as in training's metrics (logit > 0, or argmax). Written to
+OUT (default WORKDIR/eval_<split>):
 
   per_image.csv  one row per image: Dice, IoU, precision, recall and HD95,
                  averaged over foreground classes and per class, the pixel
@@ -30,7 +34,7 @@ in the summary, never turned into NaN. HD95 is in pixels of the evaluated
 
 import csv
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 from absl import flags, logging
 import jax
@@ -39,6 +43,7 @@ from PIL import Image
 
 from sharp_unet_jax import (
   cli,
+  distributed,
   image_io,
   input_pipeline,
   metrics,
@@ -73,8 +78,8 @@ def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
   return (sides[0], sides[-1])
 
 
-def predict_split(restored: restore.Restored, data: input_pipeline.SplitData):
-  """Hard labels (N, H, W) uint8 and probabilities (N, H, W, C) of a split."""
+def _forward(restored: restore.Restored):
+  """A compiled function: (params, images) -> (hard labels, probabilities)."""
   num_classes = restored.config.num_classes
 
   def forward(params, images):
@@ -85,16 +90,38 @@ def predict_split(restored: restore.Restored, data: input_pipeline.SplitData):
       probabilities = jax.nn.softmax(logits, axis=-1)
     return metrics.hard_predictions(logits), probabilities
 
-  forward = jax.jit(forward, compiler_options=xla_options.compute_options())
+  return jax.jit(forward, compiler_options=xla_options.compute_options())
+
+
+def predict_batches(restored: restore.Restored, data) -> Iterator[tuple]:
+  """Predicts this process's share of a split, a batch at a time.
+
+  The split's batches of config.eval_batch_size are shared out among the
+  processes in contiguous runs; each process predicts its own on its local
+  devices. Every batch is padded to the full size (one compilation).
+
+  Yields:
+    (indices, examples, labels, probabilities): example indices, the
+    examples as `data.read` returns them, hard labels (n, H, W) uint8 and
+    probabilities (n, H, W, C).
+  """
+  forward = _forward(restored)
   params = jax.device_put(restored.params)
-  labels, probabilities = [], []
   batch_size = restored.config.eval_batch_size
-  for batch in input_pipeline.eval_batches(data, batch_size):
-    valid = batch['valid'] > 0
-    batch_labels, batch_probs = jax.device_get(forward(params, batch['image']))
-    labels.append(np.asarray(batch_labels, np.uint8)[valid])
-    probabilities.append(np.asarray(batch_probs)[valid])
-  return np.concatenate(labels), np.concatenate(probabilities)
+  for start in distributed.process_share(range(0, len(data), batch_size)):
+    indices = np.arange(start, min(start + batch_size, len(data)))
+    examples = data.read(indices)
+    images = input_pipeline.normalize(examples['image'])
+    padded = np.concatenate(
+      [images, np.repeat(images[:1], batch_size - len(indices), axis=0)]
+    )
+    labels, probabilities = jax.device_get(forward(params, padded))
+    yield (
+      indices,
+      examples,
+      np.asarray(labels, np.uint8)[: len(indices)],
+      np.asarray(probabilities)[: len(indices)],
+    )
 
 
 def _stats(values) -> dict[str, float]:
@@ -108,15 +135,18 @@ def _stats(values) -> dict[str, float]:
   }
 
 
-def score_images(data, labels, probabilities, num_classes, spacing) -> list[dict]:
+def score_images(
+  indices, examples, labels, probabilities, num_classes, spacing
+) -> list[dict]:
   """One CSV row per image: scores averaged over classes, then per class."""
   rows = []
-  for i, (true, pred) in enumerate(zip(data.masks, labels)):
+  for k, index in enumerate(indices):
+    true, pred = examples['mask'][k], labels[k]
     classes = per_image_metrics.image_scores(pred, true, num_classes, spacing)
-    jaccard, dice = per_image_metrics.paper_scores(probabilities[i], true, num_classes)
-    ident = data.ids[i] if i < len(data.ids) else b''
+    jaccard, dice = per_image_metrics.paper_scores(probabilities[k], true, num_classes)
+    ident = examples['id'][k]
     row = {
-      'index': i,
+      'index': int(index),
       'id': ident.decode('utf-8', 'replace') if isinstance(ident, bytes) else ident,
     }
     row.update({k: float(np.mean([getattr(c, k) for c in classes])) for k in SCORES})
@@ -126,6 +156,36 @@ def score_images(data, labels, probabilities, num_classes, spacing) -> list[dict
         row[f'{key}_class{c}'] = getattr(scores, key)
     rows.append(row)
   return rows
+
+
+def _worst_key(row: dict) -> tuple:
+  """Lowest Dice first, then highest HD95, then the split's order."""
+  return (row['dice'], -row['hd95'], row['index'])
+
+
+def score_split(restored, data, num_worst: int, spacing) -> tuple[list, dict]:
+  """Scores a split on every process; each gets all rows, in split order.
+
+  Returns:
+    (rows, worst_labels): the per-image rows; {index: hard labels} of the
+    `num_worst` lowest-Dice images (only those are kept, never the split's).
+  """
+  rows, candidates = [], {}
+  num_classes = restored.config.num_classes
+  for indices, examples, labels, probabilities in predict_batches(restored, data):
+    batch_rows = score_images(
+      indices, examples, labels, probabilities, num_classes, spacing
+    )
+    rows += batch_rows
+    for k, row in enumerate(batch_rows):
+      candidates[row['index']] = (_worst_key(row), labels[k])
+    keep = sorted(candidates.values(), key=lambda c: c[0])[:num_worst]
+    candidates = {key[2]: (key, label) for key, label in keep}
+  rows = sorted(sum(distributed.gather_objects(rows), []), key=lambda r: r['index'])
+  worst = {}
+  for part in distributed.gather_objects(candidates):
+    worst.update({index: label for index, (_, label) in part.items()})
+  return rows, worst
 
 
 def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
@@ -237,20 +297,21 @@ def markdown(summary: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_worst(output_dir, data, labels, rows, num_worst: int) -> list[dict]:
+def write_worst(output_dir, data, worst_labels, rows, num_worst: int) -> list[dict]:
   """Writes image | truth | prediction panels of the lowest-Dice images."""
   folder = os.path.join(output_dir, 'worst')
   os.makedirs(folder, exist_ok=True)
   for name in os.listdir(folder):  # Panels of an earlier run.
     if name.startswith('rank') and name.endswith('.png'):
       os.remove(os.path.join(folder, name))
-  order = sorted(range(len(rows)), key=lambda i: (rows[i]['dice'], -rows[i]['hd95']))
+  order = sorted(range(len(rows)), key=lambda i: _worst_key(rows[i]))
   worst = []
   for rank, i in enumerate(order[:num_worst], start=1):
+    example = data.read([rows[i]['index']])
     panel = visualize.comparison_panels(
-      input_pipeline.normalize(data.images[i : i + 1]),
-      data.masks[i : i + 1],
-      labels[i : i + 1],
+      input_pipeline.normalize(example['image']),
+      example['mask'],
+      worst_labels[rows[i]['index']][None],
     )[0]
     scale = max(1, -(-_MIN_PANEL_HEIGHT // panel.shape[0]))
     panel = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
@@ -308,11 +369,12 @@ def evaluate(
     raise UserError(f'Split {split!r} of {config.dataset} has no images.')
   workdir = os.path.abspath(workdir)
   output_dir = output_dir or os.path.join(workdir, f'eval_{image_io.safe_stem(split)}')
-  image_io.make_output_dir(output_dir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    image_io.make_output_dir(output_dir)
   logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
 
-  labels, probabilities = predict_split(restored, data)
-  rows = score_images(data, labels, probabilities, config.num_classes, spacing)
+  rows, worst_labels = score_split(restored, data, num_worst, spacing)
   summary = {
     'workdir': workdir,
     'checkpoint': restored.checkpoint,
@@ -322,7 +384,15 @@ def evaluate(
     'image_size': list(config.image_size),
     **summarize(rows, config.num_classes, spacing),
   }
-  summary['worst'] = write_worst(output_dir, data, labels, rows, num_worst)
+  if is_chief:  # the reports are written once, by process 0
+    summary['worst'] = write_worst(output_dir, data, worst_labels, rows, num_worst)
+    write_reports(output_dir, rows, summary)
+  summary['output_dir'] = output_dir
+  return summary
+
+
+def write_reports(output_dir: str, rows: list[dict], summary: dict) -> None:
+  """per_image.csv, summary.json and summary.md."""
   with open(os.path.join(output_dir, 'per_image.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -330,8 +400,6 @@ def evaluate(
   train.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
   with open(os.path.join(output_dir, 'summary.md'), 'w') as f:
     f.write(markdown(summary))
-  summary['output_dir'] = output_dir
-  return summary
 
 
 def define_flags() -> None:
@@ -343,6 +411,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_worst', 8, 'Overlays of this many lowest-Dice images.')
   flags.DEFINE_string('spacing', None, "Pixel size 'MM' or 'ROW_MM,COL_MM' for HD95.")
   flags.DEFINE_string('data_dir', None, 'TFDS data dir, if not the one of training.')
+  distributed.define_flags()
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -350,6 +419,7 @@ def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.evaluate`."""
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  distributed.initialize()
   summary = evaluate(
     FLAGS.workdir,
     split=FLAGS.split,
@@ -359,6 +429,8 @@ def main(argv) -> None:
     spacing=parse_spacing(FLAGS.spacing),
     data_dir=FLAGS.data_dir,
   )
+  if jax.process_index() != 0:
+    return
   paper, pooled = summary['paper_protocol'], summary['pooled']
   print(
     f'{summary["split"]} ({summary["num_images"]} images), step {summary["step"]}: '

@@ -20,6 +20,9 @@ was trained at) and --overlap to a quarter of the smaller tile side, at most
 
 Two inputs with the same stem get '-2', '-3', ... appended.
 
+On several processes (the distributed flags of main.py) the inputs are
+shared out among them and each file is written by one process.
+
 Exit status: 0 when every input was predicted; 1 when some inputs could not
 be read: each is reported by name on stderr and skipped, and the masks of all
 the others are still written; 2 for a usage error (bad flag, workdir or
@@ -39,7 +42,14 @@ from PIL import Image
 import tifffile
 import tqdm
 
-from sharp_unet_jax import cli, image_io, inference, restore, visualize
+from sharp_unet_jax import (
+  cli,
+  distributed,
+  image_io,
+  inference,
+  restore,
+  visualize,
+)
 from sharp_unet_jax.errors import BadDataError, UserError
 
 FLAGS = flags.FLAGS
@@ -206,9 +216,11 @@ def predict_files(
   image_io.make_output_dir(output_dir)
   options = {'save_probabilities': save_probabilities, 'overlays': overlays}
   report, used = PredictReport(), set()
-  bar = tqdm.tqdm(paths, unit='image', disable=not progress, file=sys.stderr)
-  for path in bar:
-    stem = _unique_stem(path, used)
+  # Stems are given in the order of all inputs, then each process predicts
+  # its share of them: every file is written once, by one process.
+  stems = distributed.process_share([(p, _unique_stem(p, used)) for p in paths])
+  bar = tqdm.tqdm(stems, unit='image', disable=not progress, file=sys.stderr)
+  for path, stem in bar:
     try:
       pixels = image_io.read_image(path, config.num_channels)
     except BadDataError as e:
@@ -249,6 +261,7 @@ def define_flags() -> None:
     'save_probabilities', False, 'Also write float32 TIFF probabilities.'
   )
   flags.DEFINE_bool('overlays', False, 'Also write the images tinted by class.')
+  distributed.define_flags()
   flags.mark_flags_as_required(['workdir', 'input', 'output_dir'])
 
 
@@ -256,6 +269,7 @@ def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.predict`."""
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  distributed.initialize()
   report = predict_files(
     FLAGS.workdir,
     FLAGS.input,
@@ -271,6 +285,7 @@ def main(argv) -> None:
   )
   total = len(report.written) + len(report.skipped)
   print(f'Wrote {len(report.written)} of {total} masks to {FLAGS.output_dir}.')
+  # On several processes each reports the inputs it was given.
   if report.skipped:
     names = ', '.join(report.skipped)
     print(

@@ -1,14 +1,23 @@
-"""Moves the next batches to the devices while the current step runs.
+"""Reads the next batches while the current step runs, and sends them ahead.
 
-A background thread takes host batches (dicts of per-process numpy arrays)
-from an iterator, makes them global arrays with
-`jax.make_array_from_process_local_data` and puts them in a bounded queue.
-Host memory then holds at most `depth` batches ahead of the step (plus the one
-being read), and the step never waits for a transfer that could have happened
-during the previous step. An exception in the thread is raised again, with its
-message, in the thread that takes the batches.
+Two stages, each bounded:
+
+* A background thread takes host batches (dicts of per-process numpy arrays)
+  from an iterator, so reading, decoding and resizing (in the input's worker
+  threads) go on while the devices compute. It keeps at most `depth` batches
+  in a queue.
+* The consuming thread keeps `depth` batches already on the devices: taking
+  one starts the transfer of the next (`jax.make_array_from_process_local_data`
+  dispatches asynchronously), so a step's inputs are sent while the previous
+  step runs. Arrays are made only in the consuming thread: in a multi-process
+  run every process must dispatch its device work in the same order, which a
+  second thread calling into JAX would not guarantee.
+
+Host memory thus holds at most 2 * depth batches (plus one being read). An
+exception in the thread is raised again, with its message, in the consumer.
 """
 
+import collections
 import queue
 import threading
 from typing import Iterable, Iterator
@@ -24,7 +33,7 @@ class _Failure:
 
 
 class DevicePrefetcher:
-  """Iterates over global batches, `depth` of them prepared in advance.
+  """Iterates over global batches, prepared `depth` batches in advance.
 
   Use as a context manager (or call `close()`), so that the thread stops when
   the loop ends early:
@@ -37,7 +46,10 @@ class DevicePrefetcher:
   def __init__(self, host_batches: Iterable[dict], sharding, depth: int = 2):
     self._source = iter(host_batches)
     self._sharding = sharding
-    self._queue = queue.Queue(maxsize=max(1, int(depth)))
+    self._depth = max(1, int(depth))
+    self._queue = queue.Queue(maxsize=self._depth)
+    self._on_devices = collections.deque()
+    self._ended = False
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._fill, name='prefetch', daemon=True)
     self._thread.start()
@@ -55,27 +67,36 @@ class DevicePrefetcher:
   def _fill(self) -> None:
     try:
       for local in self._source:
-        if self._stop.is_set():
-          return
-        batch = input_pipeline.make_global_batch(local, self._sharding)
-        if not self._put(batch):
+        if not self._put(local):
           return
       self._put(_END)
     except BaseException as e:  # noqa: BLE001  (handed to the consumer)
       self._put(_Failure(e))
 
+  def _send_next(self) -> None:
+    """Starts moving the next host batch to the devices, if there is one."""
+    item = self._queue.get()
+    if item is _END:
+      self._ended = True
+    elif isinstance(item, _Failure):
+      self._ended = True
+      self._on_devices.append(item)
+    else:
+      self._on_devices.append(input_pipeline.make_global_batch(item, self._sharding))
+
   def __iter__(self) -> Iterator[dict]:
     return self
 
   def __next__(self) -> dict:
-    item = self._queue.get()
-    if item is _END:
-      self._queue.put(_END)  # later calls end too
+    # Batches beyond the one returned stay on their way to the devices.
+    while not self._ended and len(self._on_devices) < self._depth:
+      self._send_next()
+    if not self._on_devices:
       raise StopIteration
+    item = self._on_devices[0]
     if isinstance(item, _Failure):
-      self._queue.put(item)
-      raise item.error
-    return item
+      raise item.error  # and again on every later call
+    return self._on_devices.popleft()
 
   def close(self) -> None:
     """Stops the thread and drops the batches it prepared."""
@@ -86,6 +107,7 @@ class DevicePrefetcher:
       except queue.Empty:
         pass
     self._thread.join()
+    self._on_devices.clear()
 
   def __enter__(self) -> 'DevicePrefetcher':
     return self

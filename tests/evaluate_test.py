@@ -158,3 +158,36 @@ def test_spacing_flag():
   assert evaluate.parse_spacing(None) is None
   with pytest.raises(UserError, match='--spacing=-1'):
     evaluate.parse_spacing('-1')
+
+
+def test_two_processes_write_the_reports_of_one(trained_workdir, evaluated, tmp_path):
+  import sys  # noqa: PLC0415
+
+  import two_processes  # noqa: PLC0415
+
+  out = str(tmp_path / 'two')
+  outputs = two_processes.run_two_processes(
+    [
+      sys.executable,
+      '-m',
+      'sharp_unet_jax.evaluate',
+      f'--workdir={trained_workdir}',
+      f'--output_dir={out}',
+      '--num_worst=3',
+    ]
+  )
+  assert 'Reports:' in outputs[0][0] and 'Reports:' not in outputs[1][0]
+  one = os.path.join(trained_workdir, 'eval_test')
+  assert read_rows(os.path.join(out, 'per_image.csv')) == read_rows(
+    os.path.join(one, 'per_image.csv')
+  )
+  with open(os.path.join(out, 'summary.json')) as f:
+    two_summary = json.load(f)
+  with open(os.path.join(one, 'summary.json')) as f:
+    one_summary = json.load(f)
+  assert two_summary.pop('worst') == one_summary.pop('worst')
+  flat = pytest.approx(one_summary, abs=1e-6, rel=0)
+  assert two_summary == flat
+  assert sorted(os.listdir(os.path.join(out, 'worst'))) == sorted(
+    os.listdir(os.path.join(one, 'worst'))
+  )

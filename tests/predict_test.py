@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -201,3 +202,26 @@ def test_usage_errors_are_one_line(workdir, tmp_path):
     )
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['image_size'] == [32, 32]
+
+
+def test_two_processes_share_the_inputs(workdir, tmp_path):
+  import two_processes  # noqa: PLC0415
+
+  for folder in ('x', 'y'):
+    (tmp_path / 'in' / folder).mkdir(parents=True)
+  for i, name in enumerate(['x/a', 'y/a', 'x/b', 'x/c', 'y/d']):
+    save(tmp_path / 'in' / f'{name}.png', np.full((16, 16, 3), 40 * i, np.uint8))
+  out = tmp_path / 'out'
+  outputs = two_processes.run_two_processes(
+    [
+      sys.executable,
+      '-m',
+      'sharp_unet_jax.predict',
+      f'--workdir={workdir}',
+      f'--input={tmp_path}/in/**/*.png',
+      f'--output_dir={out}',
+    ]
+  )
+  wrote = [re.search(r'Wrote \d+ of \d+', stdout)[0] for stdout, _ in outputs]
+  assert wrote == ['Wrote 3 of 3', 'Wrote 2 of 2']
+  assert sorted(os.listdir(out)) == ['a-2.png', 'a.png', 'b.png', 'c.png', 'd.png']

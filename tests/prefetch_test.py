@@ -63,7 +63,8 @@ def test_reads_at_most_depth_ahead_and_stops_on_close(sharding):
   fetcher = prefetch.DevicePrefetcher(endless, sharding, depth=2)
   next(fetcher)
   time.sleep(0.3)
-  assert len(pulled) <= 1 + 2 + 1  # taken, queued, one waiting to be put
+  # Taken, depth - 1 on the devices, depth queued, one waiting to be queued.
+  assert len(pulled) <= 1 + (2 - 1) + 2 + 1
   fetcher.close()
   assert not fetcher._thread.is_alive()
   count = len(pulled)

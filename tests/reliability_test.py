@@ -6,7 +6,6 @@ a user's launch. The reference is one uninterrupted single-process run.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import two_processes
 
 from sharp_unet_jax import checkpointing, train
 
@@ -164,45 +164,17 @@ def test_nonfinite_loss_names_the_step_and_saves_nothing(tiny_config, tmp_path):
   assert latest is None
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
+def run_two(workdir, data_dir, *extra):
+  return two_processes.run_two_processes(main_command(workdir, data_dir, *extra))
 
 
-def run_two_processes(workdir, data_dir, *extra):
-  port = free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  processes = [
-    subprocess.Popen(
-      main_command(
-        workdir,
-        data_dir,
-        f'--coordinator_address=localhost:{port}',
-        '--num_processes=2',
-        f'--process_id={i}',
-        *extra,
-      ),
-      cwd=REPO,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  outputs = [p.communicate(timeout=300) for p in processes]
-  for p, (_, err) in zip(processes, outputs):
-    assert p.returncode == 0, err[-3000:]
-  return outputs
-
-
-def test_two_processes_match_one_and_resume(reference, tfds_dir, tmp_path):
+def test_two_processes_build_match_one_and_resume(reference, tmp_path):
+  """From an empty data dir: process 0 builds while process 1 waits."""
   config, expected = reference
-  workdir = str(tmp_path)
-  run_two_processes(workdir, tfds_dir, f'--config.num_train_steps={STEPS // 2}')
+  workdir, data_dir = str(tmp_path / 'work'), str(tmp_path / 'data')
+  run_two(workdir, data_dir, f'--config.num_train_steps={STEPS // 2}')
   assert checkpointing.create_manager(workdir).latest_step() == STEPS // 2
-  outputs = run_two_processes(workdir, tfds_dir)
+  outputs = run_two(workdir, data_dir)
   assert f'Resumed from the checkpoint at step {STEPS // 2}' in outputs[0][1]
   assert 'Test (test' in outputs[0][0] and 'Test (test' not in outputs[1][0]
   step, params = final_params(workdir, config)
