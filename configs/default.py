@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_channels = 3
   # 1 = binary (sigmoid); K > 1 = K classes including background (softmax).
   config.num_classes = 1
+  # Threads that read, decode and resize examples (and weight maps) per host.
+  config.input_workers = 4
+  # Batches read ahead of the step, and as many already sent to the devices.
+  config.prefetch_batches = 2
 
   # --- Model ----------------------------------------------------------------
   # 'sharp_unet' (sharpened skip connections) or 'unet'.

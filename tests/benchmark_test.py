@@ -123,3 +123,23 @@ def test_baseline_model_rejects_modes_and_flags_it_cannot_honour():
 def test_round_ratios_are_per_round_medians():
   fast, slow = [1.0, 2.0, 10.0, 10.0], [4.0, 4.0, 20.0, 20.0]
   assert benchmark.round_ratios(fast, slow, steps=2) == [4.0 / 1.5, 2.0]
+
+
+def test_pipeline_mode_compares_input_with_the_step(tfds_dir):
+  result = benchmark.run(
+    mode='pipeline',
+    steps=2,
+    warmup=1,
+    rounds=2,
+    image_size=(32, 32),
+    batch_size=4,
+    filters=4,
+    depth=2,
+    data_dir=tfds_dir,
+    dataset='synthetic_lesions/small',
+  )
+  assert result['num_examples'] == 64
+  assert result['input_images_per_sec'] > 0 and result['step_images_per_sec'] > 0
+  assert result['input_over_step'] == pytest.approx(
+    result['input_images_per_sec'] / result['step_images_per_sec']
+  )
