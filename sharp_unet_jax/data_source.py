@@ -96,6 +96,19 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
   raise UserError(f'Cannot convert images with {have} channels to {channels}.')
 
 
+def check_mask_values(masks: np.ndarray, config, source: str) -> None:
+  """Raises UserError if masks hold a class index the model cannot predict."""
+  num_labels = max(config.num_classes, 2)
+  found = np.unique(masks)
+  bad = found[found >= num_labels]
+  if bad.size:
+    raise UserError(
+      f'{source}: mask values {found.tolist()} do not fit num_classes='
+      f'{config.num_classes} (expected 0..{num_labels - 1}); fix the data or '
+      'set --config.num_classes.'
+    )
+
+
 def _make_decoder(features, size: Sequence[int], instances: bool):
   """A compiled TF function: serialized example -> resized features."""
 
@@ -133,7 +146,7 @@ class Split:
     self._records = builder.as_data_source(split, deserialize_method=_RAW)
     self._channels = config.num_channels
     self._num_labels = max(config.num_classes, 2)
-    self._num_classes = config.num_classes
+    self._config = config
     self.has_instances = instances and 'instances' in builder.info.features
     self._decode = _make_decoder(
       builder.info.features, tuple(config.image_size), self.has_instances
@@ -156,12 +169,8 @@ class Split:
     out['image'] = to_channels(out['image'], self._channels)
     if out['mask'].max(initial=0) >= self._num_labels:
       ident = out['id'].decode('utf-8', 'replace')
-      raise UserError(
-        f'{self.name} example {ident!r} (index {index}): mask values '
-        f'{np.unique(out["mask"]).tolist()} do not fit num_classes='
-        f'{self._num_classes} (expected 0..{self._num_labels - 1}); fix the data '
-        'or set --config.num_classes.'
-      )
+      where = f'{self.name} example {ident!r} (index {index})'
+      check_mask_values(out['mask'], self._config, where)
     if self._weights is not None:
       out['weights'] = self._weights(out['mask'], out.get('instances'))
     return out

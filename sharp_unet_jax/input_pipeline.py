@@ -21,7 +21,11 @@ import jax
 import numpy as np
 
 from sharp_unet_jax import data_source
-from sharp_unet_jax.data_source import get_builder, to_channels  # noqa: F401
+from sharp_unet_jax.data_source import (  # noqa: F401
+  check_mask_values,
+  get_builder,
+  to_channels,
+)
 from sharp_unet_jax.errors import UserError
 
 
@@ -84,19 +88,6 @@ def load_split(config, split: str, instances: bool = False) -> data_source.Split
       f'{sorted(builder.info.splits.keys())}.'
     )
   return data_source.Split(config, builder, split, instances)
-
-
-def check_mask_values(masks: np.ndarray, config, source: str) -> None:
-  """Raises UserError if masks hold a class index the model cannot predict."""
-  num_labels = max(config.num_classes, 2)
-  found = np.unique(masks)
-  bad = found[found >= num_labels]
-  if bad.size:
-    raise UserError(
-      f'{source}: mask values {found.tolist()} do not fit num_classes='
-      f'{config.num_classes} (expected 0..{num_labels - 1}); fix the data or '
-      'set --config.num_classes.'
-    )
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -97,12 +97,26 @@ def test_per_example_resizing_equals_resizing_the_stored_split(tiny_config):
   np.testing.assert_array_equal(read['id'], stored['id'])
 
 
-def test_bad_mask_values_name_the_example(tiny_config):
-  data = input_pipeline.load_split(tiny_config, 'validation')
-  data.read(np.arange(len(data)))  # all fit
-  data._num_labels = 1  # as if the lesions were a class the model lacks
-  with pytest.raises(UserError, match=r"example 'validation_\d+' \(index \d+\)"):
-    data.read(np.arange(len(data)))
+def test_bad_mask_values_name_the_example(tiny_config, tmp_path):
+  """Three classes in the masks, a binary model: the example is named."""
+  from PIL import Image  # noqa: PLC0415
+
+  for sub in ('images', 'masks'):
+    (tmp_path / sub).mkdir()
+  for i in range(6):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:6, 2:6], mask[8:12, 8:12] = 1, 2
+    Image.fromarray(mask * 60).convert('RGB').save(tmp_path / 'images' / f'e{i}.png')
+    Image.fromarray(mask).save(tmp_path / 'masks' / f'e{i}.png')
+  tiny_config.update(
+    dataset='segmentation_folder',
+    data_dir=str(tmp_path),
+    manual_dir=str(tmp_path),
+    image_size=(16, 16),
+  )
+  data = input_pipeline.load_split(tiny_config, 'paper_train')
+  with pytest.raises(UserError, match=r"example 'e\d' \(index 0\): mask values"):
+    data.read([0])
 
 
 def test_data_built_in_the_old_format_gets_a_rebuild_message(tiny_config, tmp_path):
