@@ -134,11 +134,11 @@ def per_image_scores(directory: str, test_data) -> dict:
     return _read_json(path)
   which = _read_json(os.path.join(directory, METRICS)).get('checkpoint', 'latest')
   restored = restore.load(directory, which)
-  _, probabilities = evaluate.predict_split(restored, test_data)
   num_classes = restored.config.num_classes
   pairs = [
-    per_image_metrics.paper_scores(probabilities[i], true, num_classes)
-    for i, true in enumerate(test_data.masks)
+    per_image_metrics.paper_scores(probabilities[k], true, num_classes)
+    for _, examples, _, probabilities in evaluate.predict_batches(restored, test_data)
+    for k, true in enumerate(examples['mask'])
   ]
   scores = {
     'checkpoint': which,

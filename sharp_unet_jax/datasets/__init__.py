@@ -1,8 +1,10 @@
 """TFDS builders of the project; importing this package registers them all.
 
-Use them with `tfds.builder(name)` / `tfds.load(name)` after
+Use them with `tfds.builder(name)` / `tfds.data_source(name)` after
 `import sharp_unet_jax.datasets`, or with
-`tfds build --imports sharp_unet_jax.datasets NAME`.
+`tfds build --imports sharp_unet_jax.datasets NAME`. They write
+`array_record` files (common.FILE_FORMAT), read by example index; TFDS's
+`as_dataset` / `tfds.load` do not read that format.
 
 Every builder yields at least:
   image: uint8 (or uint16) array H x W x C at the source's resolution;

@@ -9,7 +9,7 @@ Images and masks pair by file stem (`images/a.jpg` with `masks/a.png`).
 
 Configs (the image feature's channels and bit depth), picked by name, e.g.
 `python -m sharp_unet_jax.datasets.build ... segmentation_folder/grey16` or
-`tfds.load('segmentation_folder/grey16')`:
+`tfds.data_source('segmentation_folder/grey16')`:
 
   rgb8 (default)  uint8 H x W x 3: grey is repeated to RGB, alpha dropped
   grey8           uint8 H x W x 1: colour images are an error

@@ -22,8 +22,9 @@ Usage::
 
   import tensorflow_datasets as tfds
   import sharp_unet_jax.datasets  # registers the builder
-  ds = tfds.load('synthetic_lesions', split='train', data_dir=...)
-  ds_small = tfds.load('synthetic_lesions/small', split='test', data_dir=...)
+  tfds.builder('synthetic_lesions', data_dir=...).download_and_prepare()
+  train = tfds.data_source('synthetic_lesions', split='train', data_dir=...)
+  train[0]['image']  # examples by index (array_record files)
 """
 
 import dataclasses
