@@ -11,6 +11,7 @@ one example, so the values are the same.
 """
 
 from concurrent import futures
+import functools
 import os
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -133,6 +134,12 @@ def _make_decoder(features, size: Sequence[int], instances: bool):
   return decode.get_concrete_function()
 
 
+@functools.lru_cache(maxsize=None)
+def _worker_pool(workers: int) -> futures.ThreadPoolExecutor:
+  """The threads that read examples; shared by the splits of a process."""
+  return futures.ThreadPoolExecutor(workers, thread_name_prefix='input')
+
+
 class Split:
   """A TFDS split read by example index at the config's image size.
 
@@ -152,14 +159,17 @@ class Split:
       builder.info.features, tuple(config.image_size), self.has_instances
     )
     self._weights: Optional[Callable] = None
-    workers = int(config.get('input_workers', 4))
-    self._pool = futures.ThreadPoolExecutor(workers, thread_name_prefix='input')
+    self._pool = _worker_pool(int(config.get('input_workers', 4)))
 
   def __len__(self) -> int:
     return len(self._records)
 
   def with_weights(self, weight_fn: Callable) -> 'Split':
-    """Adds 'weights' = weight_fn(mask, instances or None) to every example."""
+    """Adds 'weights' = weight_fn(mask, instances or None) to every example.
+
+    Returns:
+      This split (changed in place).
+    """
     self._weights = weight_fn
     return self
 
