@@ -171,6 +171,10 @@ class Trainer:
       for batch in batches:
         batch_metrics = self.eval_step(params, batch)
         total = batch_metrics if total is None else total.merge(batch_metrics)
+        # One batch at a time: the eval steps do not depend on each other, and
+        # XLA:CPU may otherwise run two at once, whose collectives can then
+        # wait for each other's threads (a hang, then an abort, seen here).
+        total = jax.block_until_ready(total)
     return {k: float(v) for k, v in jax.device_get(total.compute()).items()}
 
   def summary_panels(self, params, data) -> np.ndarray:
