@@ -12,6 +12,8 @@ os.environ['XLA_FLAGS'] = (
 )
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# The TPU compile-only tests (aot_test.py) load libtpu in each pytest worker.
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 # One persistent XLA cache for the session, shared with the subprocesses the
 # tests launch: the many runs of the tiny config compile once.
 os.environ.setdefault(

@@ -34,6 +34,7 @@ from typing import Optional
 
 from absl import flags, logging
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from PIL import Image
 
@@ -41,6 +42,7 @@ from sharp_unet_jax import (
   cli,
   image_io,
   input_pipeline,
+  meshes,
   metrics,
   per_image_metrics,
   restore,
@@ -73,9 +75,24 @@ def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
   return (sides[0], sides[-1])
 
 
-def predict_split(restored: restore.Restored, data: input_pipeline.SplitData):
-  """Hard labels (N, H, W) uint8 and probabilities (N, H, W, C) of a split."""
+def predict_split(
+  restored: restore.Restored,
+  data: input_pipeline.SplitData,
+  mesh: Optional[jax.sharding.Mesh] = None,
+):
+  """Hard labels (N, H, W) uint8 and probabilities (N, H, W, C) of a split.
+
+  Batches are split over `mesh` (default: every device) and the outputs stay
+  sharded like them.
+
+  Raises:
+    UserError: if config.eval_batch_size does not divide over the mesh.
+  """
   num_classes = restored.config.num_classes
+  mesh = meshes.data_mesh() if mesh is None else mesh
+  batch_size = restored.config.eval_batch_size
+  input_pipeline.check_batch_size(batch_size, 'eval_batch_size', mesh.size)
+  data_sharding = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
 
   def forward(params, images):
     logits = restored.apply(params, images)
@@ -85,13 +102,18 @@ def predict_split(restored: restore.Restored, data: input_pipeline.SplitData):
       probabilities = jax.nn.softmax(logits, axis=-1)
     return metrics.hard_predictions(logits), probabilities
 
-  forward = jax.jit(forward, compiler_options=xla_options.compute_options())
-  params = jax.device_put(restored.params)
+  forward = jax.jit(
+    forward,
+    in_shardings=(NamedSharding(mesh, PartitionSpec()), data_sharding),
+    out_shardings=data_sharding,
+    compiler_options=xla_options.compute_options(meshes.platform(mesh)),
+  )
+  params = jax.device_put(restored.params, NamedSharding(mesh, PartitionSpec()))
   labels, probabilities = [], []
-  batch_size = restored.config.eval_batch_size
   for batch in input_pipeline.eval_batches(data, batch_size):
     valid = batch['valid'] > 0
-    batch_labels, batch_probs = jax.device_get(forward(params, batch['image']))
+    images = input_pipeline.make_global_batch({'image': batch['image']}, data_sharding)
+    batch_labels, batch_probs = jax.device_get(forward(params, images['image']))
     labels.append(np.asarray(batch_labels, np.uint8)[valid])
     probabilities.append(np.asarray(batch_probs)[valid])
   return np.concatenate(labels), np.concatenate(probabilities)
@@ -278,6 +300,7 @@ def evaluate(
   num_worst: int = 8,
   spacing: Optional[tuple[float, float]] = None,
   data_dir: Optional[str] = None,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> dict:
   """Scores a workdir's model on a split and writes the reports.
 
@@ -289,6 +312,7 @@ def evaluate(
     num_worst: how many lowest-Dice images to draw.
     spacing: (row, column) pixel size in mm for HD95; None: pixels.
     data_dir: the TFDS data dir, when it moved since training.
+    mesh: the ('data',) mesh to predict on; None: every device.
 
   Returns:
     The summary written to summary.json.
@@ -311,7 +335,7 @@ def evaluate(
   image_io.make_output_dir(output_dir)
   logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
 
-  labels, probabilities = predict_split(restored, data)
+  labels, probabilities = predict_split(restored, data, mesh)
   rows = score_images(data, labels, probabilities, config.num_classes, spacing)
   summary = {
     'workdir': workdir,

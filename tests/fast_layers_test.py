@@ -22,16 +22,23 @@ def test_max_pool_values_and_gradients_equal_nn_max_pool_with_ties():
   ref_out, ref_vjp = jax.vjp(reference, x)
   np.testing.assert_array_equal(out, ref_out)
   np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
-  # Within jit and under the dispatching helper too.
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(fast_layers.max_pool(x, 'reshape') * g)))
+  # Within jit and under the dispatching helper too, also chosen per platform.
   ref_grad = jax.grad(lambda x: jnp.sum(reference(x) * g))
-  np.testing.assert_array_equal(grad(x), ref_grad(x))
+  for name in ('reshape', 'auto'):
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(fast_layers.max_pool(x, name) * g)))
+    np.testing.assert_array_equal(grad(x), ref_grad(x))
 
 
+@pytest.mark.parametrize('implementation', ['conv', 'dot', 'auto'])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_upconv_equals_conv_transpose(dtype):
+def test_upconv_equals_conv_transpose(dtype, implementation):
   x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
-  fast = fast_layers.UpConv2x2(4, dtype=dtype, kernel_init=nn.initializers.normal(1.0))
+  fast = fast_layers.UpConv2x2(
+    4,
+    dtype=dtype,
+    kernel_init=nn.initializers.normal(1.0),
+    implementation=implementation,
+  )
   ref = nn.ConvTranspose(
     4,
     (2, 2),
@@ -70,15 +77,8 @@ def test_upconv_equals_conv_transpose(dtype):
 
 def test_unet_fast_and_reference_implementations_agree():
   x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
-  fast = models.UNet(
-    num_filters=4, depth=2, pool_implementation='reshape', upsample_implementation='dot'
-  )
-  ref = models.UNet(
-    num_filters=4,
-    depth=2,
-    pool_implementation='reduce_window',
-    upsample_implementation='conv',
-  )
+  fast = models.UNet(num_filters=4, depth=2, implementation='cpu_fast')
+  ref = models.UNet(num_filters=4, depth=2, implementation='reference')
   params = fast.init(jax.random.key(0), x)['params']
   ref_params = ref.init(jax.random.key(0), x)['params']
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, ref_params)

@@ -1,0 +1,27 @@
+"""The one-axis ('data',) device mesh that steps are compiled over.
+
+Steps are built for a mesh, not for the attached devices, so the same code
+compiles for the local CPU, for a TPU slice or for GPUs described without
+their hardware (see targets.py). The mesh's devices name the platform that
+decides the compiler options (xla_options.py).
+"""
+
+from typing import Optional, Sequence
+
+import jax
+from jax.sharding import Mesh
+import numpy as np
+
+AXIS = 'data'
+
+
+def data_mesh(devices: Optional[Sequence] = None) -> Mesh:
+  """A ('data',) mesh over `devices`; None: every device of every process."""
+  if devices is None:
+    devices = jax.devices()
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def platform(mesh: Mesh) -> str:
+  """The platform the mesh's devices compile for: 'cpu', 'gpu' or 'tpu'."""
+  return mesh.devices.flat[0].platform
