@@ -112,13 +112,25 @@ def roofline(report: dict, chip, dtype: str, images: int) -> dict:
   }
 
 
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """Compile-only programs cannot be read back from JAX's persistent cache."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_compilation_cache', enabled)
+
+
 def compile_step(fn, args) -> tuple[Any, Any, float]:
   """(lowered, compiled, seconds); compiled is an error line if XLA refuses."""
   start = time.perf_counter()
   lowered = None
   try:
     lowered = fn.lower(*args)
-    compiled = lowered.compile()
+    with _no_persistent_cache():
+      compiled = lowered.compile()
   except Exception as e:  # noqa: BLE001  Any compiler error is the answer.
     message = ' '.join(str(e).split())[:300]
     return lowered, f'{type(e).__name__}: {message}', time.perf_counter() - start
@@ -143,17 +155,6 @@ def summarize(lowered, compiled, target, config, images: int) -> dict:
   return report
 
 
-@contextlib.contextmanager
-def _no_persistent_cache():
-  """Compile-only programs cannot be read back from JAX's persistent cache."""
-  enabled = jax.config.jax_enable_compilation_cache
-  jax.config.update('jax_enable_compilation_cache', False)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_compilation_cache', enabled)
-
-
 def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]:
   """Compiles every step for `target`; returns each step's report.
 
@@ -175,8 +176,7 @@ def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]
   }
   reports = {}
   for name, (fn, args) in step_inputs(trainer).items():
-    with _no_persistent_cache():
-      lowered, compiled, seconds = compile_step(fn, args)
+    lowered, compiled, seconds = compile_step(fn, args)
     report = {'compiled': not isinstance(compiled, str), 'compile_s': round(seconds, 2)}
     if report['compiled']:
       report.update(summarize(lowered, compiled, target, config, images[name]))

@@ -10,16 +10,18 @@ from typing import Optional, Sequence
 
 import jax
 from jax.sharding import Mesh
-import numpy as np
 
 AXIS = 'data'
 
 
 def data_mesh(devices: Optional[Sequence] = None) -> Mesh:
-  """A ('data',) mesh over `devices`; None: every device of every process."""
-  if devices is None:
-    devices = jax.devices()
-  return Mesh(np.asarray(devices), (AXIS,))
+  """A ('data',) mesh over `devices`; None: every device of every process.
+
+  `jax.make_mesh` orders the devices for the hardware's interconnect (and
+  keeps each process's devices together).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
 
 
 def platform(mesh: Mesh) -> str:

@@ -16,6 +16,10 @@ text format built from the GPU's published properties (chips.py,
 topology='1x1x<count>', target_config=TEXT)` (one slice, one host, <count>
 devices). These devices can compile but not run; a ('data',) mesh over them
 makes `jax.jit(...).lower(...).compile()` produce the target's program.
+
+JAX must run with `jax_platforms='cpu'` (JAX_PLATFORMS=cpu; `aot` sets it):
+asked for no GPU, the CUDA plugin skips its check for a CUDA runtime, which
+fails where there is none and leaves the plugin unregistered.
 """
 
 import dataclasses
@@ -92,7 +96,7 @@ def _gpu(spec: str, name: str, count: str) -> Target:
   except (RuntimeError, NotImplementedError) as e:
     raise UserError(
       f'--target={spec}: no CUDA compiler ({str(e).splitlines()[0]}); install '
-      'requirements-aot.txt.'
+      'requirements-aot.txt and run with JAX_PLATFORMS=cpu.'
     ) from e
   return Target(spec, 'gpu', list(topology.devices), chips.CHIPS[name])
 

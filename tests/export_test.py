@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -189,3 +190,24 @@ def test_export_for_tpu_on_a_cpu_host_keeps_the_grouped_convolution(workdirs, tm
   assert grouped_convolutions(programs[('cpu', 'tpu')]) > 0
   assert 'reduce_window' in programs[('tpu',)]
   assert 'reduce_window' not in programs[('cpu',)]
+
+
+def test_export_honours_the_workdirs_implementation(workdirs, tmp_path):
+  found = {}
+  for implementation in ('reference', None):
+    workdir = tmp_path / str(implementation)
+    shutil.copytree(workdirs[1], workdir)
+    with open(workdir / 'config.json') as f:
+      config = json.load(f)
+    config.pop('implementation')  # A config.json older than the key: 'auto'.
+    if implementation:
+      config['implementation'] = implementation
+    with open(workdir / 'config.json', 'w') as f:
+      json.dump(config, f)
+    output = str(tmp_path / f'out_{implementation}')
+    export.export(str(workdir), output, 'stablehlo', platforms=('cpu',))
+    with open(os.path.join(output, export.STABLEHLO_FILE), 'rb') as f:
+      found[implementation] = jax.export.deserialize(f.read()).mlir_module()
+  # 'reference' keeps the design's ops even in a CPU program; 'auto' does not.
+  assert grouped_convolutions(found['reference']) > 0
+  assert grouped_convolutions(found[None]) == 0
