@@ -82,14 +82,14 @@ def predict_split(
 ):
   """Hard labels (N, H, W) uint8 and probabilities (N, H, W, C) of a split.
 
-  Batches are split over `mesh` (default: every device) and the outputs stay
-  sharded like them.
+  Each process's share of a batch is split over `mesh` (default: this
+  process's devices) and the outputs stay sharded like it.
 
   Raises:
     UserError: if config.eval_batch_size does not divide over the mesh.
   """
   num_classes = restored.config.num_classes
-  mesh = meshes.data_mesh() if mesh is None else mesh
+  mesh = meshes.data_mesh(jax.local_devices()) if mesh is None else mesh
   batch_size = restored.config.eval_batch_size
   input_pipeline.check_batch_size(batch_size, 'eval_batch_size', mesh.size)
   data_sharding = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
@@ -312,7 +312,7 @@ def evaluate(
     num_worst: how many lowest-Dice images to draw.
     spacing: (row, column) pixel size in mm for HD95; None: pixels.
     data_dir: the TFDS data dir, when it moved since training.
-    mesh: the ('data',) mesh to predict on; None: every device.
+    mesh: the ('data',) mesh to predict on; None: this process's devices.
 
   Returns:
     The summary written to summary.json.
