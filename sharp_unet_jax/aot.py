@@ -99,10 +99,15 @@ def main(argv) -> None:
     sys.exit(1)
 
 
-if __name__ == '__main__':
+def define_flags() -> None:
+  """--config and --target (only when run as a program)."""
   config_flags.DEFINE_config_file(
     'config', None, 'Training config file.', lock_config=True
   )
   flags.DEFINE_string('target', None, 'tpu:<topology>, gpu:<chip>:<count> or cpu:<n>.')
   flags.mark_flags_as_required(['config', 'target'])
+
+
+if __name__ == '__main__':
+  define_flags()
   cli.run(main)
