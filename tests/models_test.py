@@ -1,6 +1,8 @@
 """Tests of U-Net / Sharp U-Net: topology, parameter counts, shapes, CLI."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -90,3 +92,23 @@ def test_create_model_rejects_unknown_names():
   config.implementation = 'fast'
   with pytest.raises(ValueError, match="config.implementation='fast'"):
     models.create_model(config)
+
+
+def test_summary_cli_prints_trainable_params_last():
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'sharp_unet_jax.models',
+      '--config=configs/default.py',
+      '--config.num_filters=32',
+      '--config.num_channels=1',
+      '--config.num_classes=4',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  assert result.stdout.strip().splitlines()[-1] == 'trainable_params=7759620'
+  assert 'encoder_0/Conv_0/kernel' in result.stdout
