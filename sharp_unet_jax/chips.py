@@ -47,13 +47,17 @@ class Chip:
 
 
 CHIPS = {
+  # libtpu's compile-only v4 topologies have one device per TensorCore (8
+  # for v4:2x2x1), not one megacore device per chip as a v4 VM runs: half
+  # of a chip's figures per device.
   'v4': Chip(
     'v4',
     'TPU v4',
-    {'float32': 275e12, 'bfloat16': 275e12},
-    32 * GIB,
-    1200e9,
-    'cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB HBM2, 1,200 GB/s',
+    {'float32': 137.5e12, 'bfloat16': 137.5e12},
+    16 * GIB,
+    600e9,
+    'cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB HBM2, 1,200 GB/s '
+    'per chip of two TensorCores; halved per TensorCore device',
   ),
   'v5e': Chip(
     'v5e',

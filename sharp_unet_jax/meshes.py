@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import jax
 from jax.sharding import Mesh
+import numpy as np
 
 AXIS = 'data'
 
@@ -21,6 +22,10 @@ def data_mesh(devices: Optional[Sequence] = None) -> Mesh:
   keeps each process's devices together).
   """
   devices = jax.devices() if devices is None else list(devices)
+  if any(getattr(device, 'core_on_chip', 0) for device in devices):
+    # One device per TensorCore (libtpu's compile-only v4 topologies), which
+    # jax.make_mesh refuses: it wants one (megacore) device per chip.
+    return Mesh(np.asarray(devices), (AXIS,))
   return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
 
 

@@ -173,3 +173,11 @@ def test_collectives_are_parsed_with_their_bytes():
   }
   assert hlo_stats.grouped_convolutions(text) == 1
   assert np.isclose(hlo_stats.array_bytes('(pred[10], s64[])')[1], 8)
+
+
+def test_v4_topologies_have_a_device_per_tensorcore():
+  target = targets.parse('tpu:v4:2x2x1')
+  # libtpu's compile-only v4 devices are TensorCores: 2 per chip of 4.
+  assert len(target.devices) == 8
+  assert target.chip.memory_bytes == 16 * 2**30
+  assert train.Trainer(tiny.get_config(), target.mesh()).mesh.size == 8
