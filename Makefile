@@ -1,16 +1,23 @@
 # The README's two Quickstart commands: `make train` and `make test`.
-# Both create .venv and install requirements.txt on first use.
+# Both create .venv and install requirements.txt on first use; `make test`
+# also creates .venv-aot: .venv plus the compile-only TPU and GPU wheels of
+# requirements-aot.txt, kept apart so that `make train` never loads them.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+AOT_VENV ?= .venv-aot
+AOT_PY := $(AOT_VENV)/bin/python
+AOT_STAMP := $(AOT_VENV)/.requirements-installed
 WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 
-.PHONY: install train test lint format
+.PHONY: install install-aot train test lint format
 
 install: $(STAMP)
+
+install-aot: $(AOT_STAMP)
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +26,22 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .  # so `tfds build --imports` finds it
 	touch $(STAMP)
 
+# .venv-aot sees .venv's packages through a .pth file, and adds its own.
+$(AOT_STAMP): $(STAMP) requirements-aot.txt
+	$(PYTHON) -m venv $(AOT_VENV)
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+	  > "$$($(AOT_PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/training_venv.pth"
+	$(AOT_PY) -m pip install --quiet -r requirements-aot.txt
+	touch $(AOT_STAMP)
+
 # Trains Sharp U-Net on the embedded synthetic_lesions data set (no download).
 train: $(STAMP)
 	$(PY) main.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
-# Style check, then the whole test suite on 2 workers.
-test: $(STAMP) lint
-	$(PY) -m pytest -n 2 --durations=10 tests
+# Style check, then the whole test suite on 2 workers (in .venv-aot, for the
+# tests that compile for TPU and GPU).
+test: $(STAMP) $(AOT_STAMP) lint
+	$(AOT_PY) -m pytest -n 2 --durations=10 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff format --check .

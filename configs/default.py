@@ -51,6 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.kernel_init = 'glorot_uniform'
   # Computation dtype: 'float32' or 'bfloat16' (parameters stay float32).
   config.dtype = 'float32'
+  # How the Sharp block, max-pool and up-convolution are computed (same
+  # results): 'auto' (fast CPU forms in programs compiled for CPU, the
+  # design's ops for GPU and TPU), 'reference' (the design's grouped
+  # convolution, nn.max_pool and transposed conv everywhere) or 'cpu_fast'.
+  config.implementation = 'auto'
 
   # --- Optimiser and loss -----------------------------------------------------
   # Global batch size; must be divisible by the number of devices.

@@ -29,8 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import xla_options
-
 MODES = ('train', 'infer', 'tiled', 'pipeline')
 
 
@@ -339,7 +337,7 @@ def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict
 
     start = time.perf_counter()
     compiled = (
-      jax.jit(tiled, compiler_options=xla_options.compute_options())
+      jax.jit(tiled, compiler_options=trainer.compiler_options)
       .lower(params, images)
       .compile()
     )

@@ -9,7 +9,7 @@ For every distinct 3x3 convolution of the U-Net at that input size (encoder,
 bottleneck and decoder levels), it times the forward pass, the data gradient
 and the weight gradient three ways, interleaved op by op so that machine load
 hits all alike: jitted JAX with this project's CPU compiler options
-(`xla_options.compute_options()`), jitted JAX with jaxlib's defaults, and
+(`xla_options.compute_options('cpu')`), jitted JAX with jaxlib's defaults, and
 TensorFlow's own kernels (oneDNN on CPU), which the paper's Keras model uses.
 It prints one line per shape and, last, a JSON object with all the medians
 and their totals (each distinct shape counted once, so the totals are not the
@@ -107,7 +107,10 @@ def time_shape(shape, repeats: int, with_tensorflow: bool = True) -> dict:
   k = (rng.standard_normal((3, 3, c, f), np.float32) * 0.1).astype(np.float32)
   g = rng.standard_normal((n, h, w, f), np.float32)
   candidates = {
-    'xla_project': (jax_parts(xla_options.compute_options()), benchmark.block),
+    'xla_project': (
+      jax_parts(xla_options.compute_options(xla_options.attached_platform())),
+      benchmark.block,
+    ),
     'xla_default': (jax_parts(None), benchmark.block),
   }
   if with_tensorflow:
@@ -139,7 +142,7 @@ def main(argv) -> None:
   shapes = conv_shapes(
     benchmark.parse_size(fv.image_size), fv.batch_size, fv.filters, fv.depth
   )
-  if xla_options.compute_options() is None:
+  if xla_options.compute_options(xla_options.attached_platform()) is None:
     print('note: XLA_FLAGS set the YNNPACK flag, so xla_project equals xla_default')
   rows = []
   for shape in shapes:

@@ -38,6 +38,7 @@ from typing import Iterator, Optional
 
 from absl import flags, logging
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from PIL import Image
 
@@ -46,6 +47,7 @@ from sharp_unet_jax import (
   distributed,
   image_io,
   input_pipeline,
+  meshes,
   metrics,
   per_image_metrics,
   restore,
@@ -78,9 +80,19 @@ def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
   return (sides[0], sides[-1])
 
 
-def _forward(restored: restore.Restored):
-  """A compiled function: (params, images) -> (hard labels, probabilities)."""
+def _forward(restored: restore.Restored, mesh: jax.sharding.Mesh):
+  """(params, images) -> (hard labels, probabilities), compiled for `mesh`.
+
+  The images and both outputs stay sharded over the mesh's 'data' axis.
+
+  Raises:
+    UserError: if config.eval_batch_size does not divide over the mesh.
+  """
   num_classes = restored.config.num_classes
+  input_pipeline.check_batch_size(
+    restored.config.eval_batch_size, 'eval_batch_size', mesh.size
+  )
+  data_sharding = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
 
   def forward(params, images):
     logits = restored.apply(params, images)
@@ -90,23 +102,36 @@ def _forward(restored: restore.Restored):
       probabilities = jax.nn.softmax(logits, axis=-1)
     return metrics.hard_predictions(logits), probabilities
 
-  return jax.jit(forward, compiler_options=xla_options.compute_options())
+  return jax.jit(
+    forward,
+    in_shardings=(NamedSharding(mesh, PartitionSpec()), data_sharding),
+    out_shardings=data_sharding,
+    compiler_options=xla_options.compute_options(meshes.platform(mesh)),
+  )
 
 
-def predict_batches(restored: restore.Restored, data) -> Iterator[tuple]:
+def predict_batches(
+  restored: restore.Restored, data, mesh: Optional[jax.sharding.Mesh] = None
+) -> Iterator[tuple]:
   """Predicts this process's share of a split, a batch at a time.
 
   The split's batches of config.eval_batch_size are shared out among the
-  processes in contiguous runs; each process predicts its own on its local
-  devices. Every batch is padded to the full size (one compilation).
+  processes in contiguous runs; each process predicts its own over `mesh`
+  (default: its local devices). Every batch is padded to the full size (one
+  compilation).
 
   Yields:
     (indices, examples, labels, probabilities): example indices, the
     examples as `data.read` returns them, hard labels (n, H, W) uint8 and
     probabilities (n, H, W, C).
+
+  Raises:
+    UserError: if config.eval_batch_size does not divide over the mesh.
   """
-  forward = _forward(restored)
-  params = jax.device_put(restored.params)
+  mesh = meshes.data_mesh(jax.local_devices()) if mesh is None else mesh
+  forward = _forward(restored, mesh)
+  params = jax.device_put(restored.params, NamedSharding(mesh, PartitionSpec()))
+  data_sharding = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
   batch_size = restored.config.eval_batch_size
   for start in distributed.process_share(range(0, len(data), batch_size)):
     indices = np.arange(start, min(start + batch_size, len(data)))
@@ -115,7 +140,8 @@ def predict_batches(restored: restore.Restored, data) -> Iterator[tuple]:
     padded = np.concatenate(
       [images, np.repeat(images[:1], batch_size - len(indices), axis=0)]
     )
-    labels, probabilities = jax.device_get(forward(params, padded))
+    outputs = forward(params, jax.device_put(padded, data_sharding))
+    labels, probabilities = jax.device_get(outputs)
     yield (
       indices,
       examples,
@@ -163,8 +189,12 @@ def _worst_key(row: dict) -> tuple:
   return (row['dice'], -row['hd95'], row['index'])
 
 
-def score_split(restored, data, num_worst: int, spacing) -> tuple[list, dict]:
+def score_split(
+  restored, data, num_worst: int, spacing, mesh=None
+) -> tuple[list, dict]:
   """Scores a split on every process; each gets all rows, in split order.
+
+  Each process predicts its share over `mesh` (default: its local devices).
 
   Returns:
     (rows, worst_labels): the per-image rows; {index: hard labels} of the
@@ -172,7 +202,7 @@ def score_split(restored, data, num_worst: int, spacing) -> tuple[list, dict]:
   """
   rows, candidates = [], {}
   num_classes = restored.config.num_classes
-  for indices, examples, labels, probabilities in predict_batches(restored, data):
+  for indices, examples, labels, probabilities in predict_batches(restored, data, mesh):
     batch_rows = score_images(
       indices, examples, labels, probabilities, num_classes, spacing
     )
@@ -339,6 +369,7 @@ def evaluate(
   num_worst: int = 8,
   spacing: Optional[tuple[float, float]] = None,
   data_dir: Optional[str] = None,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> dict:
   """Scores a workdir's model on a split and writes the reports.
 
@@ -350,6 +381,7 @@ def evaluate(
     num_worst: how many lowest-Dice images to draw.
     spacing: (row, column) pixel size in mm for HD95; None: pixels.
     data_dir: the TFDS data dir, when it moved since training.
+    mesh: the ('data',) mesh to predict on; None: this process's devices.
 
   Returns:
     The summary written to summary.json.
@@ -374,7 +406,7 @@ def evaluate(
     image_io.make_output_dir(output_dir)
   logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
 
-  rows, worst_labels = score_split(restored, data, num_worst, spacing)
+  rows, worst_labels = score_split(restored, data, num_worst, spacing, mesh)
   summary = {
     'workdir': workdir,
     'checkpoint': restored.checkpoint,

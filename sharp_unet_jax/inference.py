@@ -23,9 +23,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
-from sharp_unet_jax import input_pipeline, xla_options
+from sharp_unet_jax import input_pipeline, meshes, xla_options
 from sharp_unet_jax.errors import UserError
 
 BLENDS = ('gaussian', 'constant')
@@ -128,6 +129,7 @@ class TiledPredictor:
     tile_batch: int = 4,
     blend: str = 'gaussian',
     tta: str = 'none',
+    mesh: Optional[jax.sharding.Mesh] = None,
   ):
     """Checks the tiling settings and compiles nothing yet.
 
@@ -143,6 +145,8 @@ class TiledPredictor:
       blend: 'gaussian' or 'constant' blending weights.
       tta: 'none', or 'flips' to average over the horizontal, vertical and
         both flips.
+      mesh: the ('data',) mesh the tile batches are split over; None: the
+        default device alone.
 
     Raises:
       UserError: for settings that cannot work.
@@ -161,8 +165,12 @@ class TiledPredictor:
         f'--overlap={overlap} must be at least 0 and less than the tile side '
         f'{min(self.tile_size)}.'
       )
-    if tile_batch <= 0:
-      raise UserError(f'--tile_batch={tile_batch} must be positive.')
+    mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+    if tile_batch <= 0 or tile_batch % mesh.size:
+      raise UserError(
+        f'--tile_batch={tile_batch} must be a positive multiple of the number '
+        f'of devices ({mesh.size}).'
+      )
     if blend not in BLENDS:
       raise UserError(f'--blend={blend!r} must be one of {", ".join(BLENDS)}.')
     if tta not in TTAS:
@@ -172,11 +180,15 @@ class TiledPredictor:
     self.num_classes = int(num_classes)
     self._windows = [window_1d(s, blend) for s in self.tile_size]
     window = np.outer(*self._windows).astype(np.float32)
-    self._params = jax.device_put(params)
-    self._window = jax.device_put(window)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    self._tiles = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
+    self._params = jax.device_put(params, replicated)
+    self._window = jax.device_put(window, replicated)
     self._forward = jax.jit(
       functools.partial(_forward, apply_fn=apply_fn, num_classes=num_classes, tta=tta),
-      compiler_options=xla_options.compute_options(),
+      in_shardings=(replicated, self._tiles, replicated),
+      out_shardings=self._tiles,
+      compiler_options=xla_options.compute_options(meshes.platform(mesh)),
     )
 
   @property
@@ -239,7 +251,8 @@ class TiledPredictor:
     for start in range(0, len(corners), self.tile_batch):
       chunk = corners[start : start + self.tile_batch]
       # Dispatch this batch before adding the last one: JAX runs it meanwhile.
-      weighted = self._forward(self._params, self._cut(pixels, chunk), self._window)
+      tiles = jax.device_put(self._cut(pixels, chunk), self._tiles)
+      weighted = self._forward(self._params, tiles, self._window)
       if pending is not None:
         self._add(canvas, *pending)
       pending = (weighted, chunk)

@@ -120,9 +120,17 @@ def process_slice(global_size: int) -> slice:
   return slice(start, start + local)
 
 
-def check_batch_size(batch_size: int, key: str = 'batch_size') -> None:
-  """Raises UserError unless `batch_size` divides evenly over all devices."""
-  devices = jax.device_count()
+def check_batch_size(
+  batch_size: int, key: str = 'batch_size', num_devices: Optional[int] = None
+) -> None:
+  """Raises UserError unless `batch_size` divides evenly over the devices.
+
+  Args:
+    batch_size: a global batch size.
+    key: the config key it comes from, for the message.
+    num_devices: devices of the mesh it is split over; None: every device.
+  """
+  devices = len(jax.devices()) if num_devices is None else num_devices
   if batch_size <= 0 or batch_size % devices:
     raise UserError(
       f'config.{key}={batch_size} must be a positive multiple of the number '

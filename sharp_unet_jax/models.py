@@ -24,6 +24,13 @@ from sharp_unet_jax import fast_layers, sharp_block
 
 Initializer = Callable[..., jax.Array]
 
+# config.implementation -> the form of each op (sharp_block.py, fast_layers.py).
+FORMS = {
+  'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
+  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'reshape', 'upsample': 'dot'},
+  'auto': {'sharp': 'auto', 'pool': 'auto', 'upsample': 'auto'},
+}
+
 INITIALIZERS = {
   # Keras' default, used by the paper.
   'glorot_uniform': nn.initializers.glorot_uniform(),
@@ -70,12 +77,13 @@ class UNet(nn.Module):
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32 and
       the logits are returned as float32.
     kernel_init: initialiser of every convolution kernel; biases start at 0.
-    pool_implementation: 2x2 max-pool as 'reduce_window' (nn.max_pool),
-      'reshape' (same values and gradients, faster on CPU) or 'auto' (reshape
-      on CPU). See fast_layers.py.
-    upsample_implementation: the 2x2 stride-2 transposed conv as 'conv'
-      (nn.ConvTranspose), 'dot' (same parameters and result, about 10x faster
-      gradients on CPU) or 'auto' (dot on CPU).
+    implementation: how the Sharp block, the 2x2 max-pool and the 2x2
+      up-convolution are computed: 'reference' (the design's grouped
+      convolution, nn.max_pool and transposed convolution), 'cpu_fast' (the
+      same results from fused shifted sums, strided slices and one dot: faster
+      on CPU, see fast_layers.py) or 'auto' (cpu_fast in programs compiled for
+      CPU, reference in those for GPU and TPU, decided per target platform
+      when the program is lowered).
   """
 
   num_classes: int = 1
@@ -84,13 +92,17 @@ class UNet(nn.Module):
   sharp_kernel: Optional[sharp_block.KernelSpec] = 'laplacian'
   dtype: Any = jnp.float32
   kernel_init: Initializer = INITIALIZERS['glorot_uniform']
-  pool_implementation: str = 'auto'
-  upsample_implementation: str = 'auto'
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
     check_input_shape(x.shape, self.depth)
+    if self.implementation not in FORMS:
+      raise ValueError(
+        f'Unknown implementation {self.implementation!r}; use one of {sorted(FORMS)}.'
+      )
+    forms = FORMS[self.implementation]
     conv_pair = functools.partial(
       ConvPair, dtype=self.dtype, kernel_init=self.kernel_init
     )
@@ -100,36 +112,24 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = conv_pair(self.num_filters * 2**level, name=f'encoder_{level}')(x)
       skips.append(x)
-      x = fast_layers.max_pool(x, self.pool_implementation)
+      x = fast_layers.max_pool(x, forms['pool'])
     x = conv_pair(self.num_filters * 2**self.depth, name='bottleneck')(x)
 
-    upsample = fast_layers.resolve(
-      self.upsample_implementation, fast_layers.UPSAMPLE_IMPLEMENTATIONS, 'dot', 'conv'
-    )
     for level in reversed(range(self.depth)):
       features = self.num_filters * 2**level
-      if upsample == 'dot':
-        up = fast_layers.UpConv2x2(
-          features,
-          dtype=self.dtype,
-          kernel_init=self.kernel_init,
-          name=f'upsample_{level}',
-        )
-      else:
-        up = nn.ConvTranspose(
-          features,
-          (2, 2),
-          strides=(2, 2),
-          padding='SAME',
-          dtype=self.dtype,
-          kernel_init=self.kernel_init,
-          bias_init=nn.initializers.zeros,
-          name=f'upsample_{level}',
-        )
+      up = fast_layers.UpConv2x2(
+        features,
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        implementation=forms['upsample'],
+        name=f'upsample_{level}',
+      )
       x = up(x)
       skip = skips[level]
       if self.sharp_kernel is not None:
-        skip = sharp_block.SharpBlock(self.sharp_kernel, name=f'sharp_{level}')(skip)
+        skip = sharp_block.SharpBlock(
+          self.sharp_kernel, implementation=forms['sharp'], name=f'sharp_{level}'
+        )(skip)
       x = jnp.concatenate([x, skip], axis=-1)
       x = conv_pair(features, name=f'decoder_{level}')(x)
 
@@ -178,6 +178,13 @@ def create_model(config) -> UNet:
       f'config.kernel_init={config.kernel_init!r} is unknown; use one of '
       f'{sorted(INITIALIZERS)}.'
     )
+  # Configs written before the key existed (config.json) mean 'auto'.
+  implementation = config.get('implementation', 'auto')
+  if implementation not in FORMS:
+    raise ValueError(
+      f'config.implementation={implementation!r} is unknown; use one of '
+      f'{sorted(FORMS)}.'
+    )
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel
@@ -187,6 +194,7 @@ def create_model(config) -> UNet:
     depth=config.depth,
     dtype=jnp.dtype(config.dtype),
     kernel_init=INITIALIZERS[config.kernel_init],
+    implementation=implementation,
     **kwargs,
   )
 

@@ -172,6 +172,7 @@ def predict_files(
   save_probabilities: bool = False,
   overlays: bool = False,
   progress: bool = True,
+  mesh=None,
 ) -> PredictReport:
   """Predicts a mask for every input image; unreadable inputs are skipped.
 
@@ -189,6 +190,8 @@ def predict_files(
     save_probabilities: also write float32 probability TIFFs.
     overlays: also write tinted images.
     progress: show a progress bar over files.
+    mesh: the ('data',) mesh tile batches are split over; None: the default
+      device alone.
 
   Returns:
     Which inputs were written and which were skipped, and why.
@@ -211,6 +214,7 @@ def predict_files(
     tile_batch=tile_batch,
     blend=blend,
     tta=tta,
+    mesh=mesh,
   )
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
   image_io.make_output_dir(output_dir)

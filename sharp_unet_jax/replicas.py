@@ -90,12 +90,12 @@ class ReplicaTrainer:
     self.train_step = jax.jit(
       jax.vmap(lambda state, batch, seed: step_fn(state, batch, seed=seed)),
       donate_argnums=(0,),
-      compiler_options=xla_options.compute_options(),
+      compiler_options=self.trainer.compiler_options,
     )
     create = functools.partial(steps.create_train_state, config, model)
     self.init = jax.jit(
       jax.vmap(lambda seed: create(jax.random.key(seed))),
-      compiler_options=xla_options.init_options(),
+      compiler_options=xla_options.init_options(self.trainer.platform),
     )
 
 
@@ -217,11 +217,11 @@ def benchmark(config, num_replicas: int, num_steps: int = 10, repeats: int = 3):
       loss_fn=losses.get_loss(config.loss),
       num_classes=config.num_classes,
     ),
-    compiler_options=xla_options.compute_options(),
+    compiler_options=replicas.trainer.compiler_options,
   )
   create = jax.jit(
     functools.partial(steps.create_train_state, config, replicas.trainer.model),
-    compiler_options=xla_options.init_options(),
+    compiler_options=xla_options.init_options(replicas.trainer.platform),
   )
   stacked = replicas.init(jnp.asarray(seeds, jnp.int32))
   singles = [create(jax.random.key(s)) for s in seeds]

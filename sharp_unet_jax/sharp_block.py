@@ -105,20 +105,33 @@ def shifted_sum_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
 IMPLEMENTATIONS = {'conv': depthwise_filter, 'shifted_sum': shifted_sum_filter}
 
 
-def resolve_implementation(name: str) -> str:
-  """Maps 'auto' to the fastest formulation for the default JAX backend.
+def sharp_filter(x: jax.Array, kernel: np.ndarray, implementation: str) -> jax.Array:
+  """Applies `kernel` to every channel of `x` in the named formulation.
 
-  XLA:CPU runs grouped convolutions far slower than dense ones, so on CPU
-  'auto' picks 'shifted_sum'; GPU and TPU keep the grouped convolution.
+  Args:
+    x: array of shape (N, H, W, C).
+    kernel: a (kh, kw) array, used for every channel.
+    implementation: 'conv' (the grouped convolution), 'shifted_sum' (the same
+      filter as fused shifted adds, faster on CPU) or 'auto': shifted_sum in
+      programs compiled for CPU, conv in those for GPU and TPU. 'auto' is
+      decided by `jax.lax.platform_dependent` when the program is lowered, so
+      it follows the platform compiled or exported for, never the host's.
+
+  Raises:
+    ValueError: for an unknown implementation.
   """
-  if name == 'auto':
-    return 'shifted_sum' if jax.default_backend() == 'cpu' else 'conv'
-  if name not in IMPLEMENTATIONS:
-    raise ValueError(
-      f'Unknown sharp block implementation {name!r}; use "auto" or one of '
-      f'{sorted(IMPLEMENTATIONS)}.'
+  if implementation == 'auto':
+    return jax.lax.platform_dependent(
+      x,
+      cpu=lambda x: shifted_sum_filter(x, kernel),
+      default=lambda x: depthwise_filter(x, kernel),
     )
-  return name
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+      f'Unknown sharp block implementation {implementation!r}; use "auto" or '
+      f'one of {sorted(IMPLEMENTATIONS)}.'
+    )
+  return IMPLEMENTATIONS[implementation](x, kernel)
 
 
 class SharpBlock(nn.Module):
@@ -128,14 +141,15 @@ class SharpBlock(nn.Module):
     kernel: 'laplacian' (the paper's, default), 'sharpen', 'blur', or a 3x3
       array-like. It is a constant of the computation, never a parameter.
     dtype: computation dtype; None keeps the input's dtype.
-    implementation: 'conv' (`lax.conv_general_dilated` with
-      `feature_group_count`), 'shifted_sum' (the same filter as fused shifted
-      adds) or 'auto' (shifted_sum on CPU, conv elsewhere).
+    implementation: 'conv' (default: `lax.conv_general_dilated` with
+      `feature_group_count`, the design's op), 'shifted_sum' (the same filter
+      as fused shifted adds, faster on CPU) or 'auto' (shifted_sum in CPU
+      programs, conv in GPU and TPU programs; see `sharp_filter`).
   """
 
   kernel: KernelSpec = 'laplacian'
   dtype: Any = None
-  implementation: str = 'auto'
+  implementation: str = 'conv'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,5 +157,4 @@ class SharpBlock(nn.Module):
       raise ValueError(f'SharpBlock expects NHWC input, got shape {x.shape}.')
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    apply_filter = IMPLEMENTATIONS[resolve_implementation(self.implementation)]
-    return apply_filter(x, make_kernel(self.kernel))
+    return sharp_filter(x, make_kernel(self.kernel), self.implementation)

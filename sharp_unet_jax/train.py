@@ -16,6 +16,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax.training import train_state
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
@@ -24,6 +25,7 @@ from sharp_unet_jax import (
   checkpointing,
   input_pipeline,
   losses,
+  meshes,
   metrics,
   models,
   preemption,
@@ -41,8 +43,15 @@ class NonFiniteLossError(UserError):
   """The training loss became NaN or infinite."""
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(
+  config: ml_collections.ConfigDict, num_devices: Optional[int] = None
+) -> None:
   """Fails early, with one clear line, on config values that cannot work.
+
+  Args:
+    config: a training config.
+    num_devices: devices of the mesh the batches are split over; None: every
+      device.
 
   Raises:
     UserError: naming the offending key.
@@ -54,8 +63,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise UserError(str(e)) from e
   schedules.check_config(config)
-  input_pipeline.check_batch_size(config.batch_size, 'batch_size')
-  input_pipeline.check_batch_size(config.eval_batch_size, 'eval_batch_size')
+  input_pipeline.check_batch_size(config.batch_size, 'batch_size', num_devices)
+  input_pipeline.check_batch_size(
+    config.eval_batch_size, 'eval_batch_size', num_devices
+  )
   for key in (
     'num_train_steps',
     'log_every_steps',
@@ -98,18 +109,32 @@ def write_json_atomically(path: str, payload: Any) -> None:
 class Trainer:
   """Holds the mesh and the compiled steps of one training config."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    check_config(config)
+  def __init__(
+    self, config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None
+  ):
+    """Builds the model and jits its steps for `mesh`.
+
+    Args:
+      config: a training config.
+      mesh: the ('data',) mesh to compile for; None: every device
+        (meshes.data_mesh). Its platform, not the host's, picks the compiler
+        options, so a CPU host can compile the steps for a TPU or GPU mesh.
+
+    Raises:
+      UserError: for a config that cannot run on the mesh.
+    """
+    self.mesh = meshes.data_mesh() if mesh is None else mesh
+    check_config(config, self.mesh.size)
     self.config = config
-    self.mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    self.platform = meshes.platform(self.mesh)
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
-    self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
+    self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
     self.model = models.create_model(config)
+    self.compiler_options = xla_options.compute_options(self.platform)
     loss_fn = losses.get_loss(config.loss)
     shardings = dict(
       in_shardings=(self.replicated, self.data_sharding),
-      out_shardings=self.replicated,
-      compiler_options=xla_options.compute_options(),
+      compiler_options=self.compiler_options,
     )
     augment = config.get('augment')
     self.train_step = jax.jit(
@@ -121,8 +146,10 @@ class Trainer:
         seed=config.seed,
       ),
       donate_argnums=(0,),
+      out_shardings=self.replicated,
       **shardings,
     )
+    # Metrics are sums over the batch: each device reduces its share.
     self.eval_step = jax.jit(
       functools.partial(
         steps.eval_step,
@@ -130,10 +157,13 @@ class Trainer:
         loss_fn=loss_fn,
         num_classes=config.num_classes,
       ),
+      out_shardings=self.replicated,
       **shardings,
     )
+    # Logits stay sharded over 'data', as the images come: no all-gather.
     self.predict = jax.jit(
       lambda params, images: self.model.apply({'params': params}, images),
+      out_shardings=self.data_sharding,
       **shardings,
     )
     self._observe = jax.jit(
@@ -148,11 +178,17 @@ class Trainer:
 
   def initial_state(self) -> train_state.TrainState:
     """Fresh state, created directly with replicated sharding."""
+    return self.init_step(jax.random.key(self.config.seed))
+
+  @functools.cached_property
+  def init_step(self):
+    """The jitted (rng -> state) initialisation, state replicated on the mesh."""
     create = functools.partial(steps.create_train_state, self.config, self.model)
-    compiled = jax.jit(
-      create, out_shardings=self.replicated, compiler_options=xla_options.init_options()
+    return jax.jit(
+      create,
+      out_shardings=self.replicated,
+      compiler_options=xla_options.init_options(self.platform),
     )
-    return compiled(jax.random.key(self.config.seed))
 
   def global_batch(self, local: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over the mesh."""
@@ -185,7 +221,8 @@ class Trainer:
     images = input_pipeline.normalize(examples['image'])
     local = {'image': images[input_pipeline.process_slice(size)]}
     logits = self.predict(params, self.global_batch(local)['image'])
-    predicted = np.asarray(metrics.hard_predictions(jax.device_get(logits)))
+    logits = multihost_utils.process_allgather(logits, tiled=True)
+    predicted = np.asarray(metrics.hard_predictions(logits))
     return visualize.comparison_panels(
       images[:count], examples['mask'][:count], predicted[:count]
     )

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -165,3 +167,47 @@ def test_grey_input_and_bad_shapes_and_arguments(workdirs, tmp_path):
     export.export(str(tmp_path), str(tmp_path / 'y'), 'stablehlo')
   with pytest.raises(UserError, match='Cannot convert images with 4 channels to 2'):
     export.convert_channels(np.zeros((1, 4), np.float32), 2)
+
+
+def grouped_convolutions(mlir: str) -> int:
+  """Convolutions with feature_group_count > 1 in StableHLO text."""
+  return len(re.findall(r'feature_group_count = ([2-9]|\d\d+)', mlir))
+
+
+def test_export_for_tpu_on_a_cpu_host_keeps_the_grouped_convolution(workdirs, tmp_path):
+  programs = {}
+  for platforms in (('tpu',), ('cpu',), ('cpu', 'tpu')):
+    output = str(tmp_path / '_'.join(platforms))
+    export.export(workdirs[1], output, 'stablehlo', platforms=platforms)
+    with open(os.path.join(output, export.STABLEHLO_FILE), 'rb') as f:
+      exported = jax.export.deserialize(f.read())
+    assert exported.platforms == platforms
+    programs[platforms] = exported.mlir_module()
+  # The Sharp blocks as the design's grouped convolution for TPU; the CPU
+  # program has the fast form; a two-platform program carries both.
+  assert grouped_convolutions(programs[('tpu',)]) > 0
+  assert grouped_convolutions(programs[('cpu',)]) == 0
+  assert grouped_convolutions(programs[('cpu', 'tpu')]) > 0
+  assert 'reduce_window' in programs[('tpu',)]
+  assert 'reduce_window' not in programs[('cpu',)]
+
+
+def test_export_honours_the_workdirs_implementation(workdirs, tmp_path):
+  found = {}
+  for implementation in ('reference', None):
+    workdir = tmp_path / str(implementation)
+    shutil.copytree(workdirs[1], workdir)
+    with open(workdir / 'config.json') as f:
+      config = json.load(f)
+    config.pop('implementation')  # A config.json older than the key: 'auto'.
+    if implementation:
+      config['implementation'] = implementation
+    with open(workdir / 'config.json', 'w') as f:
+      json.dump(config, f)
+    output = str(tmp_path / f'out_{implementation}')
+    export.export(str(workdir), output, 'stablehlo', platforms=('cpu',))
+    with open(os.path.join(output, export.STABLEHLO_FILE), 'rb') as f:
+      found[implementation] = jax.export.deserialize(f.read()).mlir_module()
+  # 'reference' keeps the design's ops even in a CPU program; 'auto' does not.
+  assert grouped_convolutions(found['reference']) > 0
+  assert grouped_convolutions(found[None]) == 0

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sharp_unet_jax import fast_layers, models
@@ -22,16 +23,23 @@ def test_max_pool_values_and_gradients_equal_nn_max_pool_with_ties():
   ref_out, ref_vjp = jax.vjp(reference, x)
   np.testing.assert_array_equal(out, ref_out)
   np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
-  # Within jit and under the dispatching helper too.
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(fast_layers.max_pool(x, 'reshape') * g)))
+  # Within jit and under the dispatching helper too, also chosen per platform.
   ref_grad = jax.grad(lambda x: jnp.sum(reference(x) * g))
-  np.testing.assert_array_equal(grad(x), ref_grad(x))
+  for name in ('reshape', 'auto'):
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(fast_layers.max_pool(x, name) * g)))
+    np.testing.assert_array_equal(grad(x), ref_grad(x))
 
 
+@pytest.mark.parametrize('implementation', ['conv', 'dot', 'auto'])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_upconv_equals_conv_transpose(dtype):
+def test_upconv_equals_conv_transpose(dtype, implementation):
   x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
-  fast = fast_layers.UpConv2x2(4, dtype=dtype, kernel_init=nn.initializers.normal(1.0))
+  fast = fast_layers.UpConv2x2(
+    4,
+    dtype=dtype,
+    kernel_init=nn.initializers.normal(1.0),
+    implementation=implementation,
+  )
   ref = nn.ConvTranspose(
     4,
     (2, 2),
@@ -68,33 +76,37 @@ def test_upconv_equals_conv_transpose(dtype):
     )
 
 
-def test_unet_fast_and_reference_implementations_agree():
+def relative_error(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_sharp_unet_reference_and_cpu_fast_agree():
   x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
-  fast = models.UNet(
-    num_filters=4, depth=2, pool_implementation='reshape', upsample_implementation='dot'
+  y = jax.random.bernoulli(jax.random.key(4), 0.3, (2, 16, 16, 1))
+  fast, ref = (
+    models.UNet(num_filters=4, depth=2, sharp_kernel='laplacian', implementation=name)
+    for name in ('cpu_fast', 'reference')
   )
-  ref = models.UNet(
-    num_filters=4,
-    depth=2,
-    pool_implementation='reduce_window',
-    upsample_implementation='conv',
-  )
-  params = fast.init(jax.random.key(0), x)['params']
-  ref_params = ref.init(jax.random.key(0), x)['params']
-  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ref_params)
-
-  def loss(model):
-    return lambda p: jnp.mean(model.apply({'params': p}, x) ** 2)
-
-  np.testing.assert_allclose(
-    fast.apply({'params': params}, x), ref.apply({'params': params}, x), atol=1e-5
-  )
-  grads, ref_grads = jax.grad(loss(fast))(params), jax.grad(loss(ref))(params)
+  params = ref.init(jax.random.key(0), x)['params']
+  # Same parameter tree and initial values whatever the implementation.
   jax.tree_util.tree_map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-    grads,
-    ref_grads,
+    np.testing.assert_array_equal, params, fast.init(jax.random.key(0), x)['params']
   )
+
+  def loss_and_logits(model):
+    def fn(p):
+      logits = model.apply({'params': p}, x)
+      return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y)), logits
+
+    return jax.jit(jax.grad(fn, has_aux=True))
+
+  grads, logits = loss_and_logits(fast)(params)
+  ref_grads, ref_logits = loss_and_logits(ref)(params)
+  assert relative_error(logits, ref_logits) < 1e-5
+  ref_leaves = dict(jax.tree_util.tree_leaves_with_path(ref_grads))
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    assert relative_error(grad, ref_leaves[path]) < 1e-4, jax.tree_util.keystr(path)
 
 
 def test_unknown_implementation_is_rejected():

@@ -67,6 +67,10 @@ def test_check_batch_size_message():
     UserError, match=f'multiple of the number of devices \\({jax.device_count()}\\)'
   ):
     input_pipeline.check_batch_size(jax.device_count() + 1)
+  # A mesh of another size: 6 splits over 2 devices, not over 4.
+  input_pipeline.check_batch_size(6, 'eval_batch_size', num_devices=2)
+  with pytest.raises(UserError, match=r'config.eval_batch_size=6 .* devices \(4\)'):
+    input_pipeline.check_batch_size(6, 'eval_batch_size', num_devices=4)
 
 
 def test_load_split_reads_resized_examples_by_index(tiny_config):

@@ -86,6 +86,12 @@ def test_create_model_rejects_unknown_names():
   )
   with pytest.raises(ValueError, match="config.model='resnet'"):
     models.create_model(config)
+  config.model = 'sharp_unet'
+  # A config.json written before the key existed means 'auto'.
+  assert models.create_model(config).implementation == 'auto'
+  config.implementation = 'fast'
+  with pytest.raises(ValueError, match="config.implementation='fast'"):
+    models.create_model(config)
 
 
 def test_summary_cli_prints_trainable_params_last():

@@ -60,11 +60,34 @@ def test_block_has_no_parameters_or_state():
   assert jax.tree_util.tree_leaves(variables) == []
 
 
-def test_auto_implementation_follows_backend():
-  expected = 'shifted_sum' if jax.default_backend() == 'cpu' else 'conv'
-  assert sharp_block.resolve_implementation('auto') == expected
+def test_default_is_the_grouped_convolution_and_bad_names_fail():
+  x = jnp.ones((1, 8, 8, 3))
+  hlo = jax.jit(sharp_block.SharpBlock().apply).lower({}, x).as_text()
+  assert 'feature_group_count = 3' in hlo
   with pytest.raises(ValueError, match='implementation'):
-    sharp_block.resolve_implementation('fft')
+    sharp_block.SharpBlock(implementation='fft').apply({}, x)
+
+
+@pytest.mark.parametrize(
+  'platforms, grouped', [(('cpu',), False), (('tpu',), True), (('cuda',), True)]
+)
+def test_auto_follows_the_platform_exported_for(platforms, grouped):
+  block = sharp_block.SharpBlock(implementation='auto')
+  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  exported = jax.export.export(
+    jax.jit(lambda x: block.apply({}, x)), platforms=platforms
+  )(x)
+  assert ('feature_group_count = 3' in exported.mlir_module()) == grouped
+
+
+def test_auto_gradient_equals_the_convolutions():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+
+  def loss(implementation):
+    block = sharp_block.SharpBlock(implementation=implementation)
+    return jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(block.apply({}, x)))))
+
+  np.testing.assert_allclose(loss('auto')(x), loss('conv')(x), rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_flow_through_the_block_to_earlier_layers():

@@ -36,10 +36,14 @@ def convolutions_by_fusion_kind(hlo: str) -> collections.Counter:
 
 def test_cpu_keeps_ynnpack_for_dots_only(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
-  assert xla_options.compute_options() == {
+  assert xla_options.compute_options('cpu') == {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'
   }
-  assert xla_options.init_options() == {'xla_backend_optimization_level': 0}
+  assert xla_options.init_options('cpu') == {'xla_backend_optimization_level': 0}
+  # Programs for other platforms get none, whatever the host is.
+  for platform in ('gpu', 'tpu'):
+    assert xla_options.compute_options(platform) is None
+    assert xla_options.init_options(platform) is None
 
 
 def test_a_users_own_ynn_flag_wins(monkeypatch):
@@ -47,7 +51,7 @@ def test_a_users_own_ynn_flag_wins(monkeypatch):
     'XLA_FLAGS',
     '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION',
   )
-  assert xla_options.compute_options() is None
+  assert xla_options.compute_options('cpu') is None
 
 
 def test_convolutions_leave_ynnpack_and_results_stay_the_same():
@@ -57,7 +61,7 @@ def test_convolutions_leave_ynnpack_and_results_stay_the_same():
   g = jax.random.normal(keys[2], (2, 16, 16, 32))
   lowered = jax.jit(conv_and_gradients).lower(x, w, g)
   default = lowered.compile()
-  ours = lowered.compile(compiler_options=xla_options.compute_options())
+  ours = lowered.compile(compiler_options=xla_options.compute_options('cpu'))
   # jaxlib's default puts convolutions into YNNPACK fusions; ours does not.
   assert '__ynn_fusion' in convolutions_by_fusion_kind(default.as_text())
   assert ' convolution(' in ours.as_text()

@@ -1,0 +1,113 @@
+r"""Pre-flight check: compiles a config's steps for a TPU slice or GPUs, here.
+
+  python -m sharp_unet_jax.aot --config=configs/isic.py --target=tpu:v5e:2x2 \
+      [--config.KEY=VALUE ...]
+
+TARGET: tpu:<topology> (tpu:v5e:2x2, tpu:v4:2x2x1, tpu:v6e:2x2, ...),
+gpu:<chip>:<count> (gpu:h100:4, gpu:a100:8) or cpu:<count>; see targets.py.
+No TPU or GPU is needed: the compile-only devices come from the `libtpu` and
+CUDA plugin wheels of requirements-aot.txt (set up by `make test` in
+.venv-aot).
+
+The init, train, eval and predict steps are built as training builds them,
+for a ('data',) mesh over the target's devices, and compiled. Per step it
+prints whether it compiled (or the compiler's error), the compile time,
+per-device memory (arguments, outputs, temporaries, peak) against the
+device's, FLOPs and bytes accessed, the collectives, the grouped
+convolutions, and a roofline estimate of step time and images/s per device
+from the chip's published peaks. TPU and GPU figures are compiler estimates,
+not measurements. The last line is one JSON object with all of it.
+
+Exit status 2 with one `error:` line naming the config key when the config
+cannot run there (batch not divisible over the devices, a step's peak memory
+above the device's); 1 if a step does not compile.
+"""
+
+import json
+import sys
+
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from sharp_unet_jax import aot_steps, cli, targets
+from sharp_unet_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def _gib(value) -> str:
+  return 'n/a' if value is None else f'{value / 2**30:.3f} GiB'
+
+
+def _number(value, unit: str = '') -> str:
+  return 'n/a' if value is None else f'{value:.3g}{unit}'
+
+
+def describe(name: str, report: dict) -> str:
+  """One step's report as a few readable lines."""
+  if not report['compiled']:
+    return f'{name}: NOT COMPILED ({report["compile_s"]} s): {report["error"]}'
+  collectives = (
+    ', '.join(
+      f'{kind} x{c["count"]} ({c["bytes"] / 2**20:.2f} MiB)'
+      for kind, c in report['collectives'].items()
+    )
+    or 'none'
+  )
+  return '\n'.join(
+    [
+      f'{name}: compiled in {report["compile_s"]} s',
+      f'  per device: arguments {_gib(report["argument_bytes"])}, outputs '
+      f'{_gib(report["output_bytes"])}, temporaries {_gib(report["temp_bytes"])}, '
+      f'peak {_gib(report["peak_bytes"])} of {_gib(report["device_memory_bytes"])}',
+      f'  FLOPs {_number(report["flops"])}, bytes accessed '
+      f'{_number(report["bytes_accessed"])} ({report["cost_source"]})',
+      f'  collectives: {collectives}; grouped convolutions: '
+      f'{report["grouped_convolutions"]}',
+      f'  estimate: {_number(report["est_step_ms"], " ms")} per step, '
+      f'{_number(report["est_images_per_sec_per_device"])} images/s per device',
+    ]
+  )
+
+
+def main(argv) -> None:
+  """Entry point of `python -m sharp_unet_jax.aot`."""
+  if len(argv) > 1:
+    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  # Compiling needs no attached accelerator; keep JAX from probing for one.
+  jax.config.update('jax_platforms', 'cpu')
+  config = FLAGS.config
+  target = targets.parse(FLAGS.target)
+  print(
+    f'{FLAGS.target}: {len(target.devices)} x {target.devices[0].device_kind}; '
+    f'{config.model}, {config.dtype}, batch {config.batch_size} (eval '
+    f'{config.eval_batch_size}), {config.image_size[0]}x{config.image_size[1]}. '
+    'TPU/GPU figures are compiler estimates.',
+    flush=True,
+  )
+  reports = aot_steps.compile_all(
+    config, target, on_step=lambda name, r: print(describe(name, r), flush=True)
+  )
+  summary = {'target': FLAGS.target, 'config': FLAGS['config'].config_filename}
+  summary['steps'] = reports
+  try:
+    aot_steps.check_fits(reports)
+  finally:
+    print(json.dumps(summary), flush=True)
+  if not all(r['compiled'] for r in reports.values()):
+    sys.exit(1)
+
+
+def define_flags() -> None:
+  """--config and --target (only when run as a program)."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'Training config file.', lock_config=True
+  )
+  flags.DEFINE_string('target', None, 'tpu:<topology>, gpu:<chip>:<count> or cpu:<n>.')
+  flags.mark_flags_as_required(['config', 'target'])
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,183 @@
+"""Steps compiled for a TPU slice and for GPUs on this CPU host (tiny config).
+
+Needs the compile-only wheels of requirements-aot.txt (`make test` runs the
+suite in .venv-aot, which has them).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+from jax.sharding import PartitionSpec
+import numpy as np
+import pytest
+
+from configs import tiny
+from sharp_unet_jax import aot_steps, hlo_stats, targets, train, xla_options
+from sharp_unet_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = ('tpu:v5e:2x2', 'gpu:h100:4')
+
+
+@pytest.fixture(scope='module', params=TARGETS)
+def target(request):
+  return targets.parse(request.param)
+
+
+@pytest.fixture(scope='module')
+def trainer(target):
+  return train.Trainer(tiny.get_config(), target.mesh())
+
+
+@pytest.fixture(scope='module')
+def compiled(trainer):
+  """{step: (lowered, compiled)} of Sharp U-Net for the target."""
+  programs = {}
+  for name, (fn, args) in aot_steps.step_inputs(trainer).items():
+    lowered, program, _ = aot_steps.compile_step(fn, args)
+    assert not isinstance(program, str), program
+    programs[name] = (lowered, program)
+  return programs
+
+
+@pytest.fixture(scope='module')
+def sharp_reports(compiled, target):
+  return {
+    name: aot_steps.summarize(lowered, program, target, tiny.get_config(), 2)
+    for name, (lowered, program) in compiled.items()
+  }
+
+
+def test_targets_give_compile_only_devices_of_the_chip(target):
+  assert len(target.devices) == 4
+  assert {d.platform for d in target.devices} == {target.platform}
+  assert target.devices[0].device_kind == target.chip.device_kind
+
+
+def test_steps_shard_the_batch_and_replicate_the_state(trainer, compiled, target):
+  assert trainer.platform == target.platform and trainer.mesh.size == 4
+  # No CPU-only compiler option goes into a TPU or GPU program.
+  assert trainer.compiler_options is None
+  state_in, batch_in = compiled['train'][1].input_shardings[0]
+  assert all(s.spec == PartitionSpec() for s in jax.tree_util.tree_leaves(state_in))
+  assert all(s.spec == PartitionSpec('data') for s in batch_in.values())
+  # The predict step returns logits sharded like the images.
+  assert compiled['predict'][1].output_shardings.spec == PartitionSpec('data')
+
+
+def test_every_step_compiles_and_fits(sharp_reports, target):
+  assert list(sharp_reports) == list(aot_steps.STEPS)
+  for report in sharp_reports.values():
+    assert 0 < report['peak_bytes'] < report['device_memory_bytes']
+  train_report = sharp_reports['train']
+  assert train_report['flops'] > 0
+  assert train_report['est_images_per_sec_per_device'] > 0
+  aot_steps.check_fits(sharp_reports)
+
+
+def test_gradients_travel_in_one_all_reduce(sharp_reports):
+  # Gradients and the metrics' sums are combined into one all-reduce.
+  assert sharp_reports['train']['collectives'] == {
+    'all-reduce': {'count': 1, 'bytes': pytest.approx(30_000, rel=0.05)}
+  }
+  # Logits are never gathered: predict needs no communication at all.
+  assert sharp_reports['predict']['collectives'] == {}
+  assert 'all-gather' not in sharp_reports['eval']['collectives']
+
+
+def test_sharp_unet_keeps_its_grouped_convolutions_and_unet_has_none(
+  sharp_reports, target
+):
+  depth = tiny.get_config().depth
+  # Forward and input gradient of each Sharp block: no CPU form was used.
+  assert sharp_reports['train']['grouped_convolutions'] == 2 * depth
+  assert sharp_reports['predict']['grouped_convolutions'] == depth
+  config = tiny.get_config()
+  config.model = 'unet'
+  trainer = train.Trainer(config, target.mesh())
+  step, args = aot_steps.step_inputs(trainer)['train']
+  text = step.lower(*args).compile().as_text()
+  assert hlo_stats.grouped_convolutions(text) == 0
+  # The reference max-pool (a reduce-window), not the CPU form.
+  assert 'reduce-window(' in text or 'select-and-scatter(' in text
+
+
+def run_aot(*flags) -> subprocess.CompletedProcess:
+  """`python -m sharp_unet_jax.aot --config=configs/tiny.py FLAGS...`."""
+  command = [sys.executable, '-m', 'sharp_unet_jax.aot', '--config=configs/tiny.py']
+  return subprocess.run(
+    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=180
+  )
+
+
+def test_a_batch_that_does_not_divide_fails_naming_the_key(target):
+  config = tiny.get_config()
+  config.batch_size = 6
+  with pytest.raises(
+    UserError, match='config.batch_size=6 must be a positive multiple'
+  ):
+    aot_steps.compile_all(config, target)
+
+
+def test_too_much_memory_fails_naming_the_key():
+  reports = {'train': {'peak_bytes': 17 * 2**30, 'device_memory_bytes': 16 * 2**30}}
+  with pytest.raises(UserError, match='lower --config.batch_size'):
+    aot_steps.check_fits(reports)
+
+
+def test_bad_targets_fail_clearly():
+  for spec in ('tpu', 'gpu:h100', 'gpu:k80:4', 'gpu:h100:x', 'tpu:v9:2x2', 'cpu:99'):
+    with pytest.raises(UserError, match='--target='):
+      targets.parse(spec)
+
+
+def test_cli_prints_the_json_report_last():
+  done = run_aot('--target=cpu:2', '--config.model=unet', '--config.depth=1')
+  assert done.returncode == 0, done.stderr[-2000:]
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  assert summary['target'] == 'cpu:2' and summary['config'] == 'configs/tiny.py'
+  assert list(summary['steps']) == list(aot_steps.STEPS)
+  train_report = summary['steps']['train']
+  assert train_report['compiled'] and train_report['peak_bytes'] > 0
+  assert train_report['collectives']['all-reduce']['count'] >= 1
+  assert summary['steps']['predict']['collectives'] == {}
+  assert 'train: compiled in' in done.stdout
+
+
+def test_cpu_programs_keep_the_cpu_forms_and_options():
+  target = targets.parse('cpu:2')
+  trainer = train.Trainer(tiny.get_config(), target.mesh())
+  assert trainer.compiler_options == xla_options.compute_options('cpu')
+  step, args = aot_steps.step_inputs(trainer)['train']
+  text = step.lower(*args).compile().as_text()
+  assert hlo_stats.grouped_convolutions(text) == 0
+  assert 'reduce-window(' not in text and 'select-and-scatter(' not in text
+
+
+def test_collectives_are_parsed_with_their_bytes():
+  text = '\n'.join(
+    [
+      '  %all-reduce.3 = (f32[3,3,4,8]{3,2,1,0}, bf16[8]{0}) all-reduce(%a, %b)',
+      '  %ag = ((f32[2,4]{1,0}), f32[8,4]{1,0}) all-gather-start(%x)',
+      '  ROOT %ar = f32[16]{0} all-reduce-start(%y), channel_id=1',
+      '  %c = f32[2,8,8,4]{3,2,1,0} convolution(%p, %k), feature_group_count=4',
+      '  %d = f32[2,8,8,4]{3,2,1,0} convolution(%p, %k), window={size=3x3}',
+    ]
+  )
+  assert hlo_stats.collectives(text) == {
+    'all-reduce': {'count': 2, 'bytes': 3 * 3 * 4 * 8 * 4 + 8 * 2 + 16 * 4},
+    'all-gather': {'count': 1, 'bytes': 8 * 4 * 4},
+  }
+  assert hlo_stats.grouped_convolutions(text) == 1
+  assert np.isclose(hlo_stats.array_bytes('(pred[10], s64[])')[1], 8)
+
+
+def test_v4_topologies_have_a_device_per_tensorcore():
+  target = targets.parse('tpu:v4:2x2x1')
+  # libtpu's compile-only v4 devices are TensorCores: 2 per chip of 4.
+  assert len(target.devices) == 8
+  assert target.chip.memory_bytes == 16 * 2**30
+  assert train.Trainer(tiny.get_config(), target.mesh()).mesh.size == 8
