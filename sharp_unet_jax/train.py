@@ -16,7 +16,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax.training import train_state
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
@@ -101,7 +101,11 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict):
     check_config(config)
     self.config = config
-    self.mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    # Explicit axes, whatever this jax's default: augment.augment_batch reads
+    # the batch sharding from its type and augments shard by shard.
+    self.mesh = jax.make_mesh(
+      (jax.device_count(),), ('data',), axis_types=(AxisType.Explicit,)
+    )
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
     self.model = models.create_model(config)
