@@ -1,0 +1,61 @@
+"""Shared command-line plumbing: flag parsing and one-line user errors."""
+
+import logging as pylogging
+import re
+import sys
+from typing import Callable, NoReturn
+
+from absl import app, flags, logging
+
+from sharp_unet_jax.errors import UserError
+
+
+def exit_with_error(message: str) -> NoReturn:
+  """Prints `error: message` as one line on stderr and exits with status 2."""
+  print(f'error: {" ".join(str(message).split())}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_key_error(error: Exception) -> str:
+  text = str(error).replace('\\n', ' ').replace('\\', '')
+  key = re.search(r"'(\w+)'", text)
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  message = f'unknown config key {key.group(1)!r}' if key else text
+  if hint:
+    message += f' (did you mean {hint.group(1)!r}?)'
+  return message + '; see the config file for the valid keys.'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parser that turns config override errors into one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    exit_with_error(f'{str(e).rstrip(".")}. Pass --helpfull for the flags.')
+  except (AttributeError, KeyError) as e:
+    exit_with_error(_config_key_error(e))
+  except (TypeError, ValueError) as e:
+    exit_with_error(f'bad flag value: {e}')
+
+
+class QuietLibraries(pylogging.Filter):
+  """Drops the INFO chatter of Orbax and TFDS; their warnings still show."""
+
+  def filter(self, record):
+    noisy = ('/orbax/', '/tensorflow_datasets/')
+    return record.levelno >= pylogging.WARNING or not any(
+      part in record.pathname for part in noisy
+    )
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """Runs `main` like absl's app.run, reporting UserError as one line."""
+
+  def guarded(argv):
+    logging.get_absl_handler().addFilter(QuietLibraries())
+    try:
+      main(argv)
+    except UserError as e:
+      exit_with_error(str(e))
+
+  app.run(guarded, flags_parser=parse_flags)

@@ -1,0 +1,447 @@
+r"""Scores a trained model on a data set split, per image, like papers do.
+
+  python -m sharp_unet_jax.evaluate --workdir=DIR [--split=test] \
+      [--output_dir=OUT] [--checkpoint=latest|best|STEP] [--num_worst=8] \
+      [--spacing=ROW_MM,COL_MM] [--data_dir=TFDS_DIR]
+
+The split is read as training reads it (at config.image_size), a batch at a
+time. On several processes (the distributed flags of main.py:
+--coordinator_address, --num_processes, --process_id, or --distributed) each
+predicts and scores its share of the batches; the rows are gathered and
+process 0 writes the reports, the same as one process writes. Predictions
+are hard labels as in training's metrics (logit > 0, or argmax). Written to
+OUT (default WORKDIR/eval_<split>):
+
+  per_image.csv  one row per image: Dice, IoU, precision, recall and HD95,
+                 averaged over foreground classes and per class, the pixel
+                 counts, the empty-mask case per class, and the paper
+                 protocol's Jaccard and Dice.
+  summary.json   mean, std, median, min and max over images of each score;
+                 dataset-level (pooled) Dice and IoU; the paper protocol;
+                 the counts of empty-mask cases.
+  summary.md     the same as tables, with the paper protocol and this
+                 evaluation side by side.
+  worst/         image | truth | prediction panels of the N images of lowest
+                 Dice.
+
+The paper protocol (Sharp U-Net's evaluation code): probabilities thresholded
+at 0.5 per class, hard Jaccard and Dice per image, mean over images, x 100.
+Empty masks follow per_image_metrics' policy: both empty scores 1 (HD95 0),
+exactly one empty scores 0 (HD95 = the image diagonal); the cases are counted
+in the summary, never turned into NaN. HD95 is in pixels of the evaluated
+(resized) images, or in mm with --spacing (the pixel size at that size).
+"""
+
+import csv
+import os
+from typing import Iterator, Optional
+
+from absl import flags, logging
+import jax
+import numpy as np
+from PIL import Image
+
+from sharp_unet_jax import (
+  cli,
+  distributed,
+  image_io,
+  input_pipeline,
+  metrics,
+  per_image_metrics,
+  restore,
+  train,
+  visualize,
+  xla_options,
+)
+from sharp_unet_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+SCORES = per_image_metrics.SCORE_NAMES
+# Overlay panels are enlarged (nearest neighbour) to at least this height.
+_MIN_PANEL_HEIGHT = 256
+
+
+def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
+  """'0.5' or '0.5,0.7' (mm per pixel along rows, columns) -> a pair, or None.
+
+  Raises:
+    UserError: for anything but one or two positive numbers.
+  """
+  if value is None or not str(value).strip():
+    return None
+  try:
+    sides = [float(s) for s in str(value).split(',')]
+  except ValueError:
+    sides = []
+  if len(sides) not in (1, 2) or not all(s > 0 for s in sides):
+    raise UserError(f"--spacing={value} must be 'MM' or 'ROW_MM,COL_MM', positive.")
+  return (sides[0], sides[-1])
+
+
+def _forward(restored: restore.Restored):
+  """A compiled function: (params, images) -> (hard labels, probabilities)."""
+  num_classes = restored.config.num_classes
+
+  def forward(params, images):
+    logits = restored.apply(params, images)
+    if num_classes == 1:
+      probabilities = jax.nn.sigmoid(logits)
+    else:
+      probabilities = jax.nn.softmax(logits, axis=-1)
+    return metrics.hard_predictions(logits), probabilities
+
+  return jax.jit(forward, compiler_options=xla_options.compute_options())
+
+
+def predict_batches(restored: restore.Restored, data) -> Iterator[tuple]:
+  """Predicts this process's share of a split, a batch at a time.
+
+  The split's batches of config.eval_batch_size are shared out among the
+  processes in contiguous runs; each process predicts its own on its local
+  devices. Every batch is padded to the full size (one compilation).
+
+  Yields:
+    (indices, examples, labels, probabilities): example indices, the
+    examples as `data.read` returns them, hard labels (n, H, W) uint8 and
+    probabilities (n, H, W, C).
+  """
+  forward = _forward(restored)
+  params = jax.device_put(restored.params)
+  batch_size = restored.config.eval_batch_size
+  for start in distributed.process_share(range(0, len(data), batch_size)):
+    indices = np.arange(start, min(start + batch_size, len(data)))
+    examples = data.read(indices)
+    images = input_pipeline.normalize(examples['image'])
+    padded = np.concatenate(
+      [images, np.repeat(images[:1], batch_size - len(indices), axis=0)]
+    )
+    labels, probabilities = jax.device_get(forward(params, padded))
+    yield (
+      indices,
+      examples,
+      np.asarray(labels, np.uint8)[: len(indices)],
+      np.asarray(probabilities)[: len(indices)],
+    )
+
+
+def _stats(values) -> dict[str, float]:
+  values = np.asarray(values, np.float64)
+  return {
+    'mean': float(values.mean()),
+    'std': float(values.std()),
+    'median': float(np.median(values)),
+    'min': float(values.min()),
+    'max': float(values.max()),
+  }
+
+
+def score_images(
+  indices, examples, labels, probabilities, num_classes, spacing
+) -> list[dict]:
+  """One CSV row per image: scores averaged over classes, then per class."""
+  rows = []
+  for k, index in enumerate(indices):
+    true, pred = examples['mask'][k], labels[k]
+    classes = per_image_metrics.image_scores(pred, true, num_classes, spacing)
+    jaccard, dice = per_image_metrics.paper_scores(probabilities[k], true, num_classes)
+    ident = examples['id'][k]
+    row = {
+      'index': int(index),
+      'id': ident.decode('utf-8', 'replace') if isinstance(ident, bytes) else ident,
+    }
+    row.update({k: float(np.mean([getattr(c, k) for c in classes])) for k in SCORES})
+    row.update(paper_jaccard=jaccard, paper_dice=dice)
+    for c, scores in enumerate(classes, start=1):
+      for key in (*SCORES, 'intersection', 'predicted', 'true', 'empty_case'):
+        row[f'{key}_class{c}'] = getattr(scores, key)
+    rows.append(row)
+  return rows
+
+
+def _worst_key(row: dict) -> tuple:
+  """Lowest Dice first, then highest HD95, then the split's order."""
+  return (row['dice'], -row['hd95'], row['index'])
+
+
+def score_split(restored, data, num_worst: int, spacing) -> tuple[list, dict]:
+  """Scores a split on every process; each gets all rows, in split order.
+
+  Returns:
+    (rows, worst_labels): the per-image rows; {index: hard labels} of the
+    `num_worst` lowest-Dice images (only those are kept, never the split's).
+  """
+  rows, candidates = [], {}
+  num_classes = restored.config.num_classes
+  for indices, examples, labels, probabilities in predict_batches(restored, data):
+    batch_rows = score_images(
+      indices, examples, labels, probabilities, num_classes, spacing
+    )
+    rows += batch_rows
+    for k, row in enumerate(batch_rows):
+      candidates[row['index']] = (_worst_key(row), labels[k])
+    keep = sorted(candidates.values(), key=lambda c: c[0])[:num_worst]
+    candidates = {key[2]: (key, label) for key, label in keep}
+  rows = sorted(sum(distributed.gather_objects(rows), []), key=lambda r: r['index'])
+  worst = {}
+  for part in distributed.gather_objects(candidates):
+    worst.update({index: label for index, (_, label) in part.items()})
+  return rows, worst
+
+
+def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
+  """Per-image statistics, pooled scores, paper protocol and empty counts."""
+  classes = range(1, max(num_classes, 2))
+  pooled = {}
+  for c in classes:
+    inter = sum(r[f'intersection_class{c}'] for r in rows)
+    pred = sum(r[f'predicted_class{c}'] for r in rows)
+    true = sum(r[f'true_class{c}'] for r in rows)
+    pooled[f'class{c}'] = {
+      'dice': 2.0 * inter / (pred + true) if pred + true else 1.0,
+      'iou': inter / (pred + true - inter) if pred + true - inter else 1.0,
+    }
+  return {
+    'num_images': len(rows),
+    'hd95_unit': 'mm' if spacing else 'pixels',
+    'spacing': list(spacing) if spacing else None,
+    'per_image': {k: _stats([r[k] for r in rows]) for k in SCORES},
+    'per_class': {
+      f'class{c}': {k: _stats([r[f'{k}_class{c}'] for r in rows]) for k in SCORES}
+      for c in classes
+    },
+    'pooled': {
+      'dice': float(np.mean([p['dice'] for p in pooled.values()])),
+      'iou': float(np.mean([p['iou'] for p in pooled.values()])),
+      'per_class': pooled,
+    },
+    'paper_protocol': {
+      'threshold': 0.5,
+      'jaccard': _stats([r['paper_jaccard'] for r in rows]),
+      'dice': _stats([r['paper_dice'] for r in rows]),
+    },
+    'empty_masks': {
+      f'class{c}': {
+        case: sum(r[f'empty_case_class{c}'] == case for r in rows)
+        for case in per_image_metrics.EMPTY_CASES
+      }
+      for c in classes
+    },
+    'empty_mask_policy': (
+      'both empty: Dice/IoU/precision/recall 1, HD95 0; exactly one empty: '
+      'Dice/IoU/precision/recall 0, HD95 = image diagonal'
+    ),
+  }
+
+
+def _pm(stats: dict, scale: float = 1.0, digits: int = 4) -> str:
+  return f'{stats["mean"] * scale:.{digits}f} ± {stats["std"] * scale:.{digits}f}'
+
+
+def markdown(summary: dict) -> str:
+  """summary.md: the scores as tables."""
+  unit = summary['hd95_unit']
+  per_image, paper, pooled = (
+    summary['per_image'],
+    summary['paper_protocol'],
+    summary['pooled'],
+  )
+  lines = [
+    f'# Evaluation of {summary["workdir"]}',
+    '',
+    f'Checkpoint step {summary["step"]}, split `{summary["split"]}`, '
+    f'{summary["num_images"]} images.',
+    '',
+    '## Paper protocol and this evaluation, side by side (x 100)',
+    '',
+    '| Protocol | Jaccard (IoU) | Dice |',
+    '| --- | --- | --- |',
+    f'| Paper: threshold 0.5, per-image mean | {paper["jaccard"]["mean"]:.2f} '
+    f'| {paper["dice"]["mean"]:.2f} |',
+    f'| Per image, mean ± std | {_pm(per_image["iou"], 100, 2)} '
+    f'| {_pm(per_image["dice"], 100, 2)} |',
+    f'| Dataset level (pooled) | {pooled["iou"] * 100:.2f} '
+    f'| {pooled["dice"] * 100:.2f} |',
+    '',
+    '## Per-image scores (mean ± std over images)',
+    '',
+    '| Class | Dice | IoU | Precision | Recall | HD95 (' + unit + ') |',
+    '| --- | --- | --- | --- | --- | --- |',
+    '| mean of classes | '
+    + ' | '.join(_pm(per_image[k], digits=2 if k == 'hd95' else 4) for k in SCORES)
+    + ' |',
+  ]
+  for name, stats in summary['per_class'].items():
+    cells = ' | '.join(_pm(stats[k], digits=2 if k == 'hd95' else 4) for k in SCORES)
+    lines.append(f'| {name} | {cells} |')
+  lines += [
+    '',
+    '## Empty masks',
+    '',
+    f'Policy: {summary["empty_mask_policy"]}.',
+    '',
+    '| Class | both empty | prediction empty | truth empty |',
+    '| --- | --- | --- | --- |',
+  ]
+  for name, counts in summary['empty_masks'].items():
+    lines.append(
+      f'| {name} | {counts["both_empty"]} | {counts["pred_empty"]} '
+      f'| {counts["true_empty"]} |'
+    )
+  if summary.get('worst'):
+    lines += ['', f'## The {len(summary["worst"])} images of lowest Dice', '']
+    for item in summary['worst']:
+      lines.append(
+        f'- `{item["file"]}`: image {item["index"]} {item["id"]}, '
+        f'Dice {item["dice"]:.4f}, HD95 {item["hd95"]:.2f} {unit}'
+      )
+  return '\n'.join(lines) + '\n'
+
+
+def write_worst(output_dir, data, worst_labels, rows, num_worst: int) -> list[dict]:
+  """Writes image | truth | prediction panels of the lowest-Dice images."""
+  folder = os.path.join(output_dir, 'worst')
+  os.makedirs(folder, exist_ok=True)
+  for name in os.listdir(folder):  # Panels of an earlier run.
+    if name.startswith('rank') and name.endswith('.png'):
+      os.remove(os.path.join(folder, name))
+  order = sorted(range(len(rows)), key=lambda i: _worst_key(rows[i]))
+  worst = []
+  for rank, i in enumerate(order[:num_worst], start=1):
+    example = data.read([rows[i]['index']])
+    panel = visualize.comparison_panels(
+      input_pipeline.normalize(example['image']),
+      example['mask'],
+      worst_labels[rows[i]['index']][None],
+    )[0]
+    scale = max(1, -(-_MIN_PANEL_HEIGHT // panel.shape[0]))
+    panel = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
+    stem = f'rank{rank:02d}_image{i:04d}_{rows[i]["id"]}'.rstrip('_')
+    path = image_io.output_path(folder, stem, '.png')
+    Image.fromarray(panel).save(path)
+    worst.append(
+      {
+        'rank': rank,
+        'index': i,
+        'id': rows[i]['id'],
+        'dice': rows[i]['dice'],
+        'hd95': rows[i]['hd95'],
+        'file': os.path.relpath(path, output_dir),
+      }
+    )
+  return worst
+
+
+def evaluate(
+  workdir: str,
+  split: Optional[str] = None,
+  output_dir: Optional[str] = None,
+  checkpoint: str = 'latest',
+  num_worst: int = 8,
+  spacing: Optional[tuple[float, float]] = None,
+  data_dir: Optional[str] = None,
+) -> dict:
+  """Scores a workdir's model on a split and writes the reports.
+
+  Args:
+    workdir: the training workdir.
+    split: the TFDS split; default: config.test_split.
+    output_dir: default WORKDIR/eval_<split>.
+    checkpoint: 'latest', 'best' or a step number.
+    num_worst: how many lowest-Dice images to draw.
+    spacing: (row, column) pixel size in mm for HD95; None: pixels.
+    data_dir: the TFDS data dir, when it moved since training.
+
+  Returns:
+    The summary written to summary.json.
+
+  Raises:
+    UserError: for a bad workdir, checkpoint, split or output folder.
+  """
+  if num_worst < 0:
+    raise UserError(f'--num_worst={num_worst} must be 0 or more.')
+  restored = restore.load(workdir, checkpoint)
+  config = restored.config
+  if data_dir:
+    config.data_dir = data_dir
+  split = split or config.test_split
+  data = input_pipeline.load_split(config, split)
+  if not len(data):
+    raise UserError(f'Split {split!r} of {config.dataset} has no images.')
+  workdir = os.path.abspath(workdir)
+  output_dir = output_dir or os.path.join(workdir, f'eval_{image_io.safe_stem(split)}')
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    image_io.make_output_dir(output_dir)
+  logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
+
+  rows, worst_labels = score_split(restored, data, num_worst, spacing)
+  summary = {
+    'workdir': workdir,
+    'checkpoint': restored.checkpoint,
+    'step': restored.step,
+    'dataset': config.dataset,
+    'split': split,
+    'image_size': list(config.image_size),
+    **summarize(rows, config.num_classes, spacing),
+  }
+  if is_chief:  # the reports are written once, by process 0
+    summary['worst'] = write_worst(output_dir, data, worst_labels, rows, num_worst)
+    write_reports(output_dir, rows, summary)
+  summary['output_dir'] = output_dir
+  return summary
+
+
+def write_reports(output_dir: str, rows: list[dict], summary: dict) -> None:
+  """per_image.csv, summary.json and summary.md."""
+  with open(os.path.join(output_dir, 'per_image.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  train.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
+  with open(os.path.join(output_dir, 'summary.md'), 'w') as f:
+    f.write(markdown(summary))
+
+
+def define_flags() -> None:
+  """Defines the command's flags (only when run as a program)."""
+  flags.DEFINE_string('workdir', None, 'Training workdir.')
+  flags.DEFINE_string('split', None, 'Split to score; default: config.test_split.')
+  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/eval_<split>.')
+  flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
+  flags.DEFINE_integer('num_worst', 8, 'Overlays of this many lowest-Dice images.')
+  flags.DEFINE_string('spacing', None, "Pixel size 'MM' or 'ROW_MM,COL_MM' for HD95.")
+  flags.DEFINE_string('data_dir', None, 'TFDS data dir, if not the one of training.')
+  distributed.define_flags()
+  flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv) -> None:
+  """Entry point of `python -m sharp_unet_jax.evaluate`."""
+  if len(argv) > 1:
+    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  distributed.initialize()
+  summary = evaluate(
+    FLAGS.workdir,
+    split=FLAGS.split,
+    output_dir=FLAGS.output_dir,
+    checkpoint=FLAGS.checkpoint,
+    num_worst=FLAGS.num_worst,
+    spacing=parse_spacing(FLAGS.spacing),
+    data_dir=FLAGS.data_dir,
+  )
+  if jax.process_index() != 0:
+    return
+  paper, pooled = summary['paper_protocol'], summary['pooled']
+  print(
+    f'{summary["split"]} ({summary["num_images"]} images), step {summary["step"]}: '
+    f'paper protocol jaccard={paper["jaccard"]["mean"]:.2f} '
+    f'dice={paper["dice"]["mean"]:.2f}; pooled dice={pooled["dice"]:.4f} '
+    f'iou={pooled["iou"]:.4f}; hd95={summary["per_image"]["hd95"]["mean"]:.2f} '
+    f'{summary["hd95_unit"]}'
+  )
+  print(f'Reports: {summary["output_dir"]}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,236 @@
+"""Segmentation metrics: hard Dice and IoU, two ways, as clu metrics.
+
+Predictions are hard labels: logit > 0 (probability > 0.5) for a binary head,
+argmax for a K-class head. Scores are computed per foreground class (class 0,
+the background, is left out) and averaged over those classes.
+
+Two aggregations are offered, as papers report both:
+- dataset level ("pooled"): intersections and sizes are summed over all images
+  first, so the score is exact however the data is batched;
+- per image (the Sharp U-Net paper's way): each image gets its own score and
+  the scores are averaged over images.
+
+Empty masks: when an image has neither a true nor a predicted foreground pixel
+of a class, its Dice and IoU for that class are 1 (a perfect "nothing there").
+When exactly one of them is empty, they are 0. The pooled scores follow the
+same rule over the whole data set.
+"""
+
+from typing import Optional
+
+from clu import metrics
+import flax
+import jax
+import jax.numpy as jnp
+
+
+def hard_predictions(logits: jax.Array) -> jax.Array:
+  """Class indices (N, H, W): sigmoid > 0.5 for one channel, argmax otherwise."""
+  if logits.shape[-1] == 1:
+    return (logits[..., 0] > 0).astype(jnp.int32)
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def overlap_counts(predictions, labels, num_classes: int):
+  """Per-image, per-foreground-class pixel counts.
+
+  Args:
+    predictions: int class indices (N, H, W).
+    labels: int class indices (N, H, W) or (N, H, W, 1).
+    num_classes: K including background (2 for a binary head).
+
+  Returns:
+    (intersection, predicted, true), each float32 of shape (N, K - 1).
+  """
+  if labels.ndim == 4:
+    labels = labels[..., 0]
+  classes = jnp.arange(1, num_classes)
+  pred = predictions[..., None] == classes
+  true = labels.astype(jnp.int32)[..., None] == classes
+  axes = (1, 2)
+  intersection = jnp.sum(pred & true, axis=axes, dtype=jnp.float32)
+  return (
+    intersection,
+    jnp.sum(pred, axis=axes, dtype=jnp.float32),
+    jnp.sum(true, axis=axes, dtype=jnp.float32),
+  )
+
+
+def soft_overlap(probabilities, labels, num_classes: int):
+  """Per-image soft overlap of probabilities with one-hot labels, per class.
+
+  The paper's validation soft Jaccard (Keras `jacard`) is
+  sum(y p) / sum(y + p - y p); this returns its numerator and denominator per
+  image and foreground class, so they can be summed over a whole split.
+
+  Args:
+    probabilities: (N, H, W, K') class probabilities, K' = max(num_classes, 2).
+    labels: int class indices (N, H, W) or (N, H, W, 1).
+    num_classes: K including background (2 for a binary head).
+
+  Returns:
+    (soft_intersection, soft_union), each float32 of shape (N, K - 1).
+  """
+  if labels.ndim == 4:
+    labels = labels[..., 0]
+  one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)[..., 1:]
+  probs = probabilities[..., 1:].astype(jnp.float32)
+  axes = (1, 2)
+  intersection = jnp.sum(one_hot * probs, axis=axes)
+  return intersection, jnp.sum(one_hot + probs, axis=axes) - intersection
+
+
+def dice_from_counts(intersection, predicted, true):
+  """Dice = 2|A∩B| / (|A| + |B|); 1 where both sets are empty."""
+  total = predicted + true
+  return jnp.where(total > 0, 2.0 * intersection / jnp.maximum(total, 1.0), 1.0)
+
+
+def iou_from_counts(intersection, predicted, true):
+  """IoU = |A∩B| / |A∪B|; 1 where both sets are empty."""
+  union = predicted + true - intersection
+  return jnp.where(union > 0, intersection / jnp.maximum(union, 1.0), 1.0)
+
+
+def _masked_sum(values, mask: Optional[jax.Array]):
+  """Sums (N, ...) values over N, counting only examples where mask is true."""
+  if mask is not None:
+    values = values * mask.reshape((-1,) + (1,) * (values.ndim - 1))
+  return jnp.sum(values, axis=0)
+
+
+@flax.struct.dataclass
+class PooledOverlap(metrics.Metric):
+  """Intersection and sizes per class summed over all images."""
+
+  intersection: jax.Array
+  predicted: jax.Array
+  true: jax.Array
+
+  @classmethod
+  def from_model_output(cls, intersection, predicted, true, mask=None, **_):
+    return cls(
+      _masked_sum(intersection, mask),
+      _masked_sum(predicted, mask),
+      _masked_sum(true, mask),
+    )
+
+  def merge(self, other):
+    return type(self)(
+      self.intersection + other.intersection,
+      self.predicted + other.predicted,
+      self.true + other.true,
+    )
+
+  @classmethod
+  def empty(cls):
+    return cls(jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+
+
+@flax.struct.dataclass
+class PooledDice(PooledOverlap):
+  """Dataset-level Dice, averaged over foreground classes."""
+
+  def compute(self):
+    return jnp.mean(dice_from_counts(self.intersection, self.predicted, self.true))
+
+
+@flax.struct.dataclass
+class PooledIoU(PooledOverlap):
+  """Dataset-level IoU (Jaccard), averaged over foreground classes."""
+
+  def compute(self):
+    return jnp.mean(iou_from_counts(self.intersection, self.predicted, self.true))
+
+
+@flax.struct.dataclass
+class PooledSoftIoU(metrics.Metric):
+  """Dataset-level soft Jaccard (the paper's validation metric), over classes."""
+
+  soft_intersection: jax.Array
+  soft_union: jax.Array
+
+  @classmethod
+  def from_model_output(cls, soft_intersection=None, soft_union=None, mask=None, **_):
+    if soft_intersection is None:  # Callers that pass hard counts only.
+      return cls.empty()
+    return cls(_masked_sum(soft_intersection, mask), _masked_sum(soft_union, mask))
+
+  def merge(self, other):
+    return type(self)(
+      self.soft_intersection + other.soft_intersection,
+      self.soft_union + other.soft_union,
+    )
+
+  @classmethod
+  def empty(cls):
+    return cls(jnp.zeros(()), jnp.zeros(()))
+
+  def compute(self):
+    union = self.soft_union
+    return jnp.mean(
+      jnp.where(union > 0, self.soft_intersection / jnp.maximum(union, 1e-12), 1.0)
+    )
+
+
+@flax.struct.dataclass
+class PerImageDice(metrics.Average):
+  """Mean over images of each image's Dice (averaged over foreground classes)."""
+
+  @classmethod
+  def from_model_output(cls, intersection, predicted, true, mask=None, **_):
+    per_image = jnp.mean(dice_from_counts(intersection, predicted, true), axis=-1)
+    return super().from_model_output(per_image, mask=mask)
+
+
+@flax.struct.dataclass
+class PerImageIoU(metrics.Average):
+  """Mean over images of each image's IoU (averaged over foreground classes)."""
+
+  @classmethod
+  def from_model_output(cls, intersection, predicted, true, mask=None, **_):
+    per_image = jnp.mean(iou_from_counts(intersection, predicted, true), axis=-1)
+    return super().from_model_output(per_image, mask=mask)
+
+
+@flax.struct.dataclass
+class FirstNonFiniteStep(metrics.Metric):
+  """The earliest step whose loss was NaN or infinite (inf if none was)."""
+
+  step: jax.Array
+
+  @classmethod
+  def from_model_output(cls, loss, step, **_):
+    return cls(jnp.where(jnp.isfinite(loss), jnp.inf, step.astype(jnp.float32)))
+
+  def merge(self, other):
+    return type(self)(jnp.minimum(self.step, other.step))
+
+  @classmethod
+  def empty(cls):
+    return cls(jnp.array(jnp.inf))
+
+  def compute(self):
+    return self.step
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  """Metrics logged during training (batch loss, pooled overlap on the batch)."""
+
+  loss: metrics.Average.from_output('loss')
+  dice: PooledDice
+  iou: PooledIoU
+  first_nonfinite_step: FirstNonFiniteStep
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  """Metrics of an evaluation pass; padded examples are masked out."""
+
+  loss: metrics.Average.from_output('loss')
+  dice: PooledDice
+  iou: PooledIoU
+  dice_per_image: PerImageDice
+  iou_per_image: PerImageIoU
+  soft_iou: PooledSoftIoU

@@ -1,0 +1,392 @@
+"""Training and evaluation of (Sharp) U-Net over a one-axis device mesh.
+
+The train step is one pure function compiled with `jax.jit` over a ('data',)
+mesh: the train state is replicated, batches are sharded over the data axis
+and the state's buffers are donated. The same code runs on 1 or N devices and
+on several processes (see main.py for `jax.distributed`).
+"""
+
+import functools
+import json
+import os
+import tempfile
+from typing import Any, Optional
+
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax.training import train_state
+import jax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+import ml_collections
+import numpy as np
+
+from sharp_unet_jax import (
+  checkpointing,
+  input_pipeline,
+  losses,
+  metrics,
+  models,
+  preemption,
+  prefetch,
+  schedules,
+  steps,
+  visualize,
+  weight_map,
+  xla_options,
+)
+from sharp_unet_jax.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+  """The training loss became NaN or infinite."""
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Fails early, with one clear line, on config values that cannot work.
+
+  Raises:
+    UserError: naming the offending key.
+  """
+  try:
+    models.create_model(config)
+    losses.get_loss(config.loss)
+    models.check_input_shape((1, *config.image_size, config.num_channels), config.depth)
+  except ValueError as e:
+    raise UserError(str(e)) from e
+  schedules.check_config(config)
+  input_pipeline.check_batch_size(config.batch_size, 'batch_size')
+  input_pipeline.check_batch_size(config.eval_batch_size, 'eval_batch_size')
+  for key in (
+    'num_train_steps',
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+  ):
+    if config[key] <= 0:
+      raise UserError(f'config.{key} must be positive, got {config[key]}.')
+
+
+def prepare_workdir(workdir: Optional[str]) -> str:
+  """Creates `workdir` if needed and checks it is writable; returns its path.
+
+  Raises:
+    UserError: if the directory cannot be created or written.
+  """
+  if not workdir:
+    raise UserError('--workdir is required: the folder for checkpoints and logs.')
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise UserError(
+      f'--workdir={workdir} is not a writable folder: {e.strerror}.'
+    ) from e
+  return workdir
+
+
+def write_json_atomically(path: str, payload: Any) -> None:
+  """Writes JSON through a temporary file, so `path` is never half-written."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+class Trainer:
+  """Holds the mesh and the compiled steps of one training config."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    check_config(config)
+    self.config = config
+    # Explicit axes, whatever this jax's default: augment.augment_batch reads
+    # the batch sharding from its type and augments shard by shard.
+    self.mesh = jax.make_mesh(
+      (jax.device_count(),), ('data',), axis_types=(AxisType.Explicit,)
+    )
+    self.replicated = NamedSharding(self.mesh, PartitionSpec())
+    self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
+    self.model = models.create_model(config)
+    loss_fn = losses.get_loss(config.loss)
+    shardings = dict(
+      in_shardings=(self.replicated, self.data_sharding),
+      out_shardings=self.replicated,
+      compiler_options=xla_options.compute_options(),
+    )
+    augment = config.get('augment')
+    self.train_step = jax.jit(
+      functools.partial(
+        steps.train_step,
+        loss_fn=loss_fn,
+        num_classes=config.num_classes,
+        augment_config=augment if augment and augment.enabled else None,
+        seed=config.seed,
+      ),
+      donate_argnums=(0,),
+      **shardings,
+    )
+    self.eval_step = jax.jit(
+      functools.partial(
+        steps.eval_step,
+        apply_fn=self.model.apply,
+        loss_fn=loss_fn,
+        num_classes=config.num_classes,
+      ),
+      **shardings,
+    )
+    self.predict = jax.jit(
+      lambda params, images: self.model.apply({'params': params}, images),
+      **shardings,
+    )
+    self._observe = jax.jit(
+      functools.partial(schedules.observe, config=config),
+      out_shardings=self.replicated,
+    )
+
+  def observe(self, state, value: float, step: int):
+    """Feeds a validation value to plateau and tracker: (state, improved)."""
+    opt_state, improved = self._observe(state.opt_state, value, step)
+    return state.replace(opt_state=opt_state), bool(improved)
+
+  def initial_state(self) -> train_state.TrainState:
+    """Fresh state, created directly with replicated sharding."""
+    create = functools.partial(steps.create_train_state, self.config, self.model)
+    compiled = jax.jit(
+      create, out_shardings=self.replicated, compiler_options=xla_options.init_options()
+    )
+    return compiled(jax.random.key(self.config.seed))
+
+  def global_batch(self, local: dict) -> dict:
+    """This process's numpy batch -> global arrays sharded over the mesh."""
+    return input_pipeline.make_global_batch(local, self.data_sharding)
+
+  def evaluate(self, params, data) -> dict[str, float]:
+    """Dataset-level and per-image metrics over a whole split.
+
+    Each process reads its share of every padded batch; the metrics are
+    accumulated on the devices over the global batches, so every process
+    gets the scores of the whole split.
+    """
+    total = None
+    host_batches = input_pipeline.eval_batches(data, self.config.eval_batch_size)
+    with prefetch.DevicePrefetcher(host_batches, self.data_sharding) as batches:
+      for batch in batches:
+        batch_metrics = self.eval_step(params, batch)
+        total = batch_metrics if total is None else total.merge(batch_metrics)
+        # One batch at a time: the eval steps do not depend on each other, and
+        # XLA:CPU may otherwise run two at once, whose collectives can then
+        # wait for each other's threads (a hang, then an abort, seen here).
+        total = jax.block_until_ready(total)
+    return {k: float(v) for k, v in jax.device_get(total.compute()).items()}
+
+  def summary_panels(self, params, data) -> np.ndarray:
+    """Image | truth | prediction panels of the first few examples of `data`."""
+    count = min(self.config.num_summary_images, len(data))
+    size = -(-count // self.mesh.size) * self.mesh.size
+    examples = data.read(np.arange(size) % len(data))
+    images = input_pipeline.normalize(examples['image'])
+    local = {'image': images[input_pipeline.process_slice(size)]}
+    logits = self.predict(params, self.global_batch(local)['image'])
+    predicted = np.asarray(metrics.hard_predictions(jax.device_get(logits)))
+    return visualize.comparison_panels(
+      images[:count], examples['mask'][:count], predicted[:count]
+    )
+
+
+def _log_scalars(writer, step: int, prefix: str, values: dict) -> None:
+  writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in values.items()})
+
+
+def _train_values(train_metrics, step: int, config, state) -> dict[str, float]:
+  """Host values of the accumulated train metrics; fails on a non-finite loss."""
+  values = {k: float(v) for k, v in jax.device_get(train_metrics.compute()).items()}
+  values['learning_rate'] = schedules.current_learning_rate(
+    config, state.opt_state, step
+  )
+  bad_step = values.pop('first_nonfinite_step')
+  if np.isfinite(bad_step):
+    raise NonFiniteLossError(
+      f'The training loss became NaN or infinite at step {int(bad_step)}; the run '
+      f'stopped at step {step} without saving that state (the latest checkpoint '
+      'is older). Lower --config.learning_rate or check the data.'
+    )
+  return values
+
+
+def _restore_or_start(trainer, manager, workdir: str):
+  """The latest checkpoint's state, or a fresh one (recording the config)."""
+  state = trainer.initial_state()
+  if manager.latest_step() is not None:
+    state = checkpointing.restore(manager, state)
+    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
+  elif jax.process_index() == 0:
+    config_dict = trainer.config.to_dict()
+    write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
+  return state
+
+
+def _monitor(trainer, state, values: dict, step: int, best_manager):
+  """Feeds the monitored eval metric to plateau, early stopping and 'best'.
+
+  Returns:
+    (state, stop): the state with updated monitors; whether to stop early.
+  """
+  config = trainer.config
+  state, improved = trainer.observe(state, values[config.monitor_metric], step)
+  if improved and best_manager is not None:
+    # A replay after a crash may reach a step saved before: then it is skipped.
+    if step not in best_manager.all_steps():
+      checkpointing.save(best_manager, step, state, force=True)
+  stop = schedules.should_stop(state.opt_state, config)
+  logging.info(
+    'step %d: %s=%.5f (%s), learning rate %.3g%s',
+    step,
+    config.monitor_metric,
+    values[config.monitor_metric],
+    'best so far' if improved else 'no improvement',
+    schedules.current_learning_rate(config, state.opt_state, step),
+    '; early stopping' if stop else '',
+  )
+  return state, stop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluates periodically, checkpoints, and scores the test split.
+
+  Launching again with the same workdir resumes from the latest checkpoint.
+  At the end, the test-split metrics are written to WORKDIR/test_metrics.json.
+  When the config monitors a validation metric (schedules.py: plateau, early
+  stopping, best checkpoint), each evaluation feeds it; the best state is kept
+  in WORKDIR/checkpoints_best, and with early stopping the run ends after
+  `early_stopping_patience` evaluations without improvement and the test
+  scores the best state (test_metrics.json then has checkpoint='best').
+  On SIGTERM the run saves a checkpoint at the current step and returns early.
+
+  Args:
+    config: a training config (see configs/default.py).
+    workdir: folder for checkpoints, TensorBoard summaries and results.
+
+  Returns:
+    The test metrics written to test_metrics.json, or, after a preemption,
+    {'preempted': True, 'step': step}.
+
+  Raises:
+    UserError: for bad config, data, workdir or checkpoint, or a diverged run.
+  """
+  workdir = prepare_workdir(workdir)
+  trainer = Trainer(config)
+  is_chief = jax.process_index() == 0
+  with_weights = bool(config.get('weight_map', False))
+  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
+  if with_weights:
+    train_data = weight_map.split_weight_maps(train_data, config)
+  eval_data = input_pipeline.load_split(config, config.eval_split)
+  logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
+
+  manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
+  best_manager = None
+  if schedules.keeps_best(config):
+    best_manager = checkpointing.create_manager(workdir, 1, name=checkpointing.BEST)
+  state = _restore_or_start(trainer, manager, workdir)
+  start_step = int(state.step)
+  # Only process 0 writes summaries; the others get a writer that drops them.
+  writer = (
+    metric_writers.create_default_writer(workdir)
+    if is_chief
+    else metric_writers.MultiWriter([])
+  )
+  if start_step == 0:
+    writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+    parameter_overview.log_parameter_overview(state.params)
+  hooks = []
+  if is_chief:
+    hooks.append(
+      periodic_actions.ReportProgress(
+        num_train_steps=config.num_train_steps, writer=writer, every_secs=30
+      )
+    )
+
+  train_metrics = None
+  stopped = schedules.should_stop(state.opt_state, config)
+  host_batches = (
+    input_pipeline.train_batch(train_data, config, step)
+    for step in range(start_step, config.num_train_steps)
+  )
+  depth = config.get('prefetch_batches', 2)
+  with (
+    preemption.PreemptionWatcher() as watcher,
+    prefetch.DevicePrefetcher(host_batches, trainer.data_sharding, depth) as batches,
+  ):
+    for step in range(start_step, config.num_train_steps):
+      if stopped:
+        break
+      batch = next(batches)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = trainer.train_step(state, batch)
+      train_metrics = (
+        step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      )
+      done = step + 1
+      for hook in hooks:
+        hook(done)
+      is_last = done == config.num_train_steps
+      preempted = watcher.should_stop(done)
+      eval_now = is_last or done % config.eval_every_steps == 0
+      if (
+        eval_now
+        or preempted
+        or done % config.checkpoint_every_steps == 0
+        or done % config.log_every_steps == 0
+      ):
+        values = _train_values(train_metrics, done, config, state)
+        _log_scalars(writer, done, 'train', values)
+        train_metrics = None
+      if eval_now:
+        values = trainer.evaluate(state.params, eval_data)
+        _log_scalars(writer, done, 'eval', values)
+        logging.info(
+          'step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou']
+        )
+        panels = trainer.summary_panels(state.params, eval_data)
+        writer.write_images(done, {'eval/overlays': panels})
+        if schedules.uses_monitor(config):
+          state, stopped = _monitor(trainer, state, values, done, best_manager)
+      checkpoint_now = (
+        is_last or preempted or stopped or done % config.checkpoint_every_steps == 0
+      )
+      if checkpoint_now:
+        checkpointing.save(manager, done, state, force=preempted)
+      if preempted:
+        manager.wait_until_finished()
+        writer.flush()
+        logging.warning('Preempted: checkpoint at step %d saved in %s.', done, workdir)
+        return {'preempted': True, 'step': done}
+  manager.wait_until_finished()
+  last_step = int(state.step)
+  if config.get('early_stopping') and best_manager.latest_step() is not None:
+    best_manager.wait_until_finished()
+    state = checkpointing.restore(best_manager, state)
+    logging.info('Restored the best state (step %d) for the test.', int(state.step))
+
+  test_data = input_pipeline.load_split(config, config.test_split)
+  results = trainer.evaluate(state.params, test_data)
+  results.update(
+    step=int(state.step),
+    last_step=last_step,
+    checkpoint='best' if int(state.step) != last_step else 'latest',
+    split=config.test_split,
+    num_examples=len(test_data),
+    model=config.model,
+  )
+  _log_scalars(
+    writer, results['step'], 'test', {k: results[k] for k in ('dice', 'iou')}
+  )
+  writer.flush()
+  if is_chief:
+    write_json_atomically(os.path.join(workdir, 'test_metrics.json'), results)
+  manager.close()
+  if best_manager is not None:
+    best_manager.close()
+  return results
