@@ -151,7 +151,10 @@ def tensorflow_stablehlo_version() -> str:
 
   JAX writes StableHLO about a month old; the installed TensorFlow may read
   only an older version (TensorFlow 2.21 reads up to 1.13.7, JAX 0.12 writes
-  1.18.0). The newer of the two that both sides support is the older one.
+  1.18.0), so the module is rewritten in the older of the two.
+
+  Returns:
+    A StableHLO version string such as '1.13.7'.
   """
   from jax.extend.mlir.dialects import stablehlo  # noqa: PLC0415
   from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo  # noqa: PLC0415
