@@ -1,19 +1,27 @@
 # The README's two Quickstart commands: `make train` and `make test`.
-# Both create .venv and install requirements.txt on first use; `make test`
-# also creates .venv-aot: .venv plus the compile-only TPU and GPU wheels of
-# requirements-aot.txt, kept apart so that `make train` never loads them.
+# Both create a virtual environment and install requirements.txt on first use:
+# .venv for the default python3, .venv-3.X for any other PYTHON. `make test`
+# also creates $(VENV)-aot: that environment plus the compile-only TPU and GPU
+# wheels of requirements-aot.txt, kept apart so that `make train` never loads
+# them.
 
 PYTHON ?= python3
+ifeq ($(PYTHON),python3)
 VENV ?= .venv
+else
+VENV ?= .venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+endif
+# Other Pythons that `make test-all-pythons` tests on, each in its own venv.
+PYTHONS ?= python3.13
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
-AOT_VENV ?= .venv-aot
+AOT_VENV ?= $(VENV)-aot
 AOT_PY := $(AOT_VENV)/bin/python
 AOT_STAMP := $(AOT_VENV)/.requirements-installed
 WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 
-.PHONY: install install-aot train test lint format
+.PHONY: install install-aot train test test-all-pythons lint format
 
 install: $(STAMP)
 
@@ -26,7 +34,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .  # so `tfds build --imports` finds it
 	touch $(STAMP)
 
-# .venv-aot sees .venv's packages through a .pth file, and adds its own.
+# $(AOT_VENV) sees $(VENV)'s packages through a .pth file, and adds its own.
 $(AOT_STAMP): $(STAMP) requirements-aot.txt
 	$(PYTHON) -m venv $(AOT_VENV)
 	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
@@ -38,10 +46,14 @@ $(AOT_STAMP): $(STAMP) requirements-aot.txt
 train: $(STAMP)
 	$(PY) main.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
-# Style check, then the whole test suite on 2 workers (in .venv-aot, for the
+# Style check, then the whole test suite on 2 workers (in $(AOT_VENV), for the
 # tests that compile for TPU and GPU).
 test: $(STAMP) $(AOT_STAMP) lint
 	$(AOT_PY) -m pytest -n 2 --durations=10 tests
+
+# The suite on the default Python, then on each of PYTHONS.
+test-all-pythons: test
+	for p in $(PYTHONS); do $(MAKE) test PYTHON=$$p || exit 1; done
 
 lint: $(STAMP)
 	$(PY) -m ruff format --check .

@@ -19,7 +19,8 @@ and output spec, model config, source checkpoint):
   with the parameters embedded. Load and call it with JAX alone:
     exported = jax.export.deserialize(open(path, 'rb').read())
     probabilities = exported.call(images)
-- saved_model: a TensorFlow SavedModel (made with jax2tf, the parameters as
+- saved_model: a TensorFlow SavedModel (the jax.export module written in the
+  StableHLO version the installed TensorFlow reads, the parameters as
   variables) whose 'serving_default' signature maps 'images' (uint8) to
   'probabilities'. Serving it needs TensorFlow only:
     model = tf.saved_model.load(OUT)
@@ -145,25 +146,57 @@ def export_stablehlo(restored, output, input_channels, input_dtype, platforms):
     f.write(exported.serialize())
 
 
-def export_saved_model(restored, output, input_channels, input_dtype, platforms):
-  """Writes a TensorFlow SavedModel with a uint8 'serving_default' signature."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from jax.experimental import jax2tf  # noqa: PLC0415
-  import tensorflow as tf  # noqa: PLC0415
+def tensorflow_stablehlo_version() -> str:
+  """The StableHLO version a SavedModel's module is written in.
 
-  depth = restored.config.depth
-  factor = 2**depth
-  converted = jax2tf.convert(
-    make_predictor(restored, input_dtype),
-    polymorphic_shapes=[None, f'({input_shape_spec(depth, input_channels)})'],
-    with_gradient=False,
-    native_serialization_platforms=tuple(platforms),
+  JAX writes StableHLO about a month old; the installed TensorFlow may read
+  only an older version (TensorFlow 2.21 reads up to 1.13.7, JAX 0.12 writes
+  1.18.0), so the module is rewritten in the older of the two.
+
+  Returns:
+    A StableHLO version string such as '1.13.7'.
+  """
+  from jax.extend.mlir.dialects import stablehlo  # noqa: PLC0415
+  from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo  # noqa: PLC0415
+
+  jax_version = stablehlo.get_version_from_compatibility_requirement(
+    stablehlo.StablehloCompatibilityRequirement.WEEK_4
   )
-  module = tf.Module()
-  module.params = tf.nest.map_structure(
-    lambda x: tf.Variable(np.asarray(x), trainable=False), restored.params
+  return tf_stablehlo.get_smaller_version(
+    jax_version, tf_stablehlo.get_current_version()
   )
+
+
+def export_saved_model(restored, output, input_channels, input_dtype, platforms):
+  """Writes a TensorFlow SavedModel with a uint8 'serving_default' signature.
+
+  The predictor is exported with `jax.export`, its StableHLO rewritten in the
+  version the installed TensorFlow reads, and called from TensorFlow with the
+  XlaCallModule op (what jax2tf does, without its choice of version).
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from jax.extend.mlir.dialects import stablehlo  # noqa: PLC0415
+  import tensorflow as tf  # noqa: PLC0415
+  from tensorflow.compiler.tf2xla.python import xla as tfxla  # noqa: PLC0415
+
+  factor = 2**restored.config.depth
+  params = jax.tree_util.tree_map(np.asarray, restored.params)
+  shape = jax.export.symbolic_shape(
+    input_shape_spec(restored.config.depth, input_channels)
+  )
+  exported = jax.export.export(
+    jax.jit(make_predictor(restored, input_dtype)), platforms=tuple(platforms)
+  )(params, jax.ShapeDtypeStruct(shape, jnp.dtype(input_dtype)))
+  module = stablehlo.serialize_portable_artifact_str(
+    stablehlo.deserialize_portable_artifact_str(exported.mlir_module_serialized),
+    tensorflow_stablehlo_version(),
+  )
+  holder = tf.Module()
+  holder.params = [
+    tf.Variable(x, trainable=False) for x in jax.tree_util.tree_leaves(params)
+  ]
   spec = tf.TensorSpec([None, None, None, input_channels], input_dtype, name='images')
+  (out_aval,) = exported.out_avals
 
   @tf.function(input_signature=[spec], autograph=False)
   def serve(images):
@@ -173,11 +206,24 @@ def export_saved_model(restored, output, input_channels, input_dtype, platforms)
       tf.zeros_like(sides),
       message=f'image height and width must be multiples of {factor}',
     )
+    args = [*holder.params, images]
     with tf.control_dependencies([check]):
-      return {'probabilities': converted(module.params, images)}
+      (probabilities,) = tfxla.call_module(
+        [args[i] for i in sorted(exported.module_kept_var_idx)],
+        version=exported.calling_convention_version,
+        module=module,
+        Tout=[tf.float32],
+        Sout=[(None, None, None, out_aval.shape[-1])],
+        platforms=[p.upper() for p in exported.platforms],
+        function_list=[],
+        has_token_input_output=False,
+        disabled_checks=[],
+        use_shardy_partitioner=jax.config.jax_use_shardy_partitioner,
+      )
+    return {'probabilities': probabilities}
 
-  module.serve = serve
-  tf.saved_model.save(module, output, signatures={'serving_default': serve})
+  holder.serve = serve
+  tf.saved_model.save(holder, output, signatures={'serving_default': serve})
 
 
 _EXPORTERS = {'stablehlo': export_stablehlo, 'saved_model': export_saved_model}

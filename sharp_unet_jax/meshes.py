@@ -9,7 +9,7 @@ decides the compiler options (xla_options.py).
 from typing import Optional, Sequence
 
 import jax
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 import numpy as np
 
 AXIS = 'data'
@@ -19,14 +19,18 @@ def data_mesh(devices: Optional[Sequence] = None) -> Mesh:
   """A ('data',) mesh over `devices`; None: every device of every process.
 
   `jax.make_mesh` orders the devices for the hardware's interconnect (and
-  keeps each process's devices together).
+  keeps each process's devices together). The axis is Explicit whatever this
+  jax's default: augment.augment_batch reads the batch sharding from its type
+  and augments shard by shard.
   """
   devices = jax.devices() if devices is None else list(devices)
   if any(getattr(device, 'core_on_chip', 0) for device in devices):
     # One device per TensorCore (libtpu's compile-only v4 topologies), which
     # jax.make_mesh refuses: it wants one (megacore) device per chip.
-    return Mesh(np.asarray(devices), (AXIS,))
-  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+    return Mesh(np.asarray(devices), (AXIS,), axis_types=(AxisType.Explicit,))
+  return jax.make_mesh(
+    (len(devices),), (AXIS,), devices=devices, axis_types=(AxisType.Explicit,)
+  )
 
 
 def platform(mesh: Mesh) -> str:

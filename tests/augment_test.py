@@ -1,7 +1,7 @@
 """On-device augmentation: aligned warps, valid label maps, reproducible keys."""
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 import pytest
@@ -104,12 +104,14 @@ def test_augmentation_is_a_function_of_seed_and_step():
   assert not np.array_equal(first['image'][0], first['image'][1])
   assert first['image'].min() >= 0.0 and first['image'].max() <= 1.0
 
-  # The same global batch spread over 4 devices gets the same augmentation.
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
-  sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec('data')))
-  spread = run(sharded, augment.step_key(0, 7), 'all')
-  np.testing.assert_allclose(spread['image'], first['image'], atol=1e-6)
-  np.testing.assert_array_equal(spread['mask'], first['mask'])
+  # The same global batch spread over 4 devices gets the same augmentation,
+  # shard by shard (explicit mesh axes) or as one program (auto axes).
+  for axis_type in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(axis_type,))
+    sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec('data')))
+    spread = run(sharded, augment.step_key(0, 7), 'all')
+    np.testing.assert_allclose(spread['image'], first['image'], atol=1e-6)
+    np.testing.assert_array_equal(spread['mask'], first['mask'])
 
 
 def dihedral_images(image):

@@ -4,7 +4,7 @@ import itertools
 import time
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 import numpy as np
 import pytest
 
@@ -15,7 +15,9 @@ DELAY = 0.15
 
 @pytest.fixture(scope='module')
 def sharding():
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  mesh = jax.make_mesh(
+    (jax.device_count(),), ('data',), axis_types=(AxisType.Explicit,)
+  )
   return NamedSharding(mesh, PartitionSpec('data'))
 
 

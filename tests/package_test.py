@@ -1,0 +1,120 @@
+"""Tests of the package metadata: declared dependencies, the lock, the import."""
+
+import ast
+import importlib.metadata
+import pathlib
+import re
+import subprocess
+import sys
+import tomllib
+
+from packaging import markers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The lock installs the CPU build of TensorFlow; pyproject names the package
+# that an installed full TensorFlow (Colab) satisfies.
+LOCK_ALIASES = {'tensorflow-cpu': 'tensorflow'}
+# Modules the model classes need: the base install must cover them.
+MODEL_MODULES = ('models', 'sharp_block', 'fast_layers')
+
+
+def normalise(name):
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def requirement(line):
+  """'jax>=0.10.2; python_version < "3.12"' -> ('jax', '0.10.2')."""
+  match = re.match(
+    r'\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(?:[~>=]=\s*([\w.]+))?', line
+  )
+  return normalise(match.group(1)), match.group(2)
+
+
+def project():
+  with open(ROOT / 'pyproject.toml', 'rb') as f:
+    return tomllib.load(f)['project']
+
+
+def declared(extras=None):
+  """{name: lower bound} of the base dependencies and the given extras."""
+  meta = project()
+  lines = list(meta['dependencies'])
+  groups = meta['optional-dependencies']
+  for extra in groups if extras is None else extras:
+    lines += [x for x in groups[extra] if not x.startswith('sharp_unet_jax')]
+  return dict(requirement(line) for line in lines)
+
+
+def lock():
+  """{name: version} of requirements.txt's lines for this Python."""
+  pins = {}
+  for line in (ROOT / 'requirements.txt').read_text().splitlines():
+    line, _, marker = line.split('#')[0].partition(';')
+    if line.strip() and (not marker or markers.Marker(marker).evaluate()):
+      name, version = requirement(line)
+      pins[LOCK_ALIASES.get(name, name)] = version
+  return pins
+
+
+def third_party_imports(modules):
+  """Top-level names imported by the given files that are not stdlib or ours."""
+  names = set()
+  for path in modules:
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        names.update(alias.name.split('.')[0] for alias in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names.add(node.module.split('.')[0])
+  # `configs` is the checkout's folder of configs (benchmark.py reads it).
+  return names - set(sys.stdlib_module_names) - {'sharp_unet_jax', 'configs'}
+
+
+def distributions(module_names):
+  """{import name: normalised distribution names that provide it}."""
+  provided = importlib.metadata.packages_distributions()
+  return {name: {normalise(d) for d in provided.get(name, [])} for name in module_names}
+
+
+def test_every_import_is_declared():
+  every = declared()
+  package = sorted((ROOT / 'sharp_unet_jax').rglob('*.py'))
+  for name, dists in distributions(third_party_imports(package)).items():
+    dists = {LOCK_ALIASES.get(d, d) for d in dists}
+    assert dists & set(every), f'{name} (from {dists}) is not declared in pyproject'
+
+
+def test_the_model_needs_only_the_base_install():
+  base = declared(extras=())
+  model = [ROOT / 'sharp_unet_jax' / f'{m}.py' for m in MODEL_MODULES]
+  for name, dists in distributions(third_party_imports(model)).items():
+    assert dists & set(base), f'{name} is imported by the model but not a base dep'
+
+
+def test_lower_bounds_are_the_locked_versions():
+  bounds = declared(extras=('data', 'keras', 'dev'))
+  pins = lock()
+  assert set(pins) == set(bounds)
+  for name, version in pins.items():
+    if name == 'jax' and sys.version_info >= (3, 12):
+      continue  # Python 3.12+ locks a newer JAX than the lower bound.
+    assert bounds[name] == version, name
+
+
+def test_licence_is_an_spdx_string():
+  assert project()['license'] == 'MIT'
+
+
+def test_import_is_cheap_and_exports_the_model():
+  code = (
+    'import sys, sharp_unet_jax as s;'
+    "print(sorted(m for m in ('flax', 'tensorflow') if m in sys.modules));"
+    'from sharp_unet_jax import SharpBlock, UNet;'
+    'from sharp_unet_jax import models, sharp_block;'
+    'print(UNet is models.UNet, SharpBlock is sharp_block.SharpBlock);'
+    "print('tensorflow' in sys.modules, hasattr(s, 'Nope'))"
+  )
+  done = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, timeout=120
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split('\n')[:3] == ['[]', 'True True', 'False False']
