@@ -1,6 +1,7 @@
 """TFDS' own `tfds build --imports sharp_unet_jax.datasets` builds our data sets."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,7 +27,12 @@ def test_tfds_build_command_builds_lung_ct(tmp_path):
     mask = np.zeros((32, 32), np.uint8)
     mask[8:20, 8:20] = 255
     tifffile.imwrite(manual / '2d_masks' / f'ID_{i:04d}.tif', mask)
-  tfds_program = os.path.join(os.path.dirname(sys.executable), 'tfds')
+  # The `tfds` program of this Python's environment; `make test` runs in the
+  # aot environment layered over the training one, so it also puts the
+  # training environment's bin/ on PATH.
+  search = os.pathsep.join([os.path.dirname(sys.executable), os.environ['PATH']])
+  tfds_program = shutil.which('tfds', path=search)
+  assert tfds_program, f'no tfds program next to {sys.executable} or on PATH'
   env = dict(os.environ, PYTHONPATH=REPO)
   result = subprocess.run(
     [
