@@ -167,7 +167,7 @@ class TrainBench:
   """A compiled train step over random data; `step()` runs one update."""
 
   def __init__(self, config, seed: int = 0):
-    from sharp_unet_jax import train  # noqa: PLC0415
+    from sharp_unet_jax.training import train  # noqa: PLC0415
 
     self.config = config
     self.trainer = train.Trainer(config)
@@ -192,7 +192,7 @@ class InferBench:
   """Compiled `Trainer.predict` over a random batch."""
 
   def __init__(self, config, seed: int = 0):
-    from sharp_unet_jax import train  # noqa: PLC0415
+    from sharp_unet_jax.training import train  # noqa: PLC0415
 
     self.config = config
     self.trainer = train.Trainer(config)
@@ -284,7 +284,7 @@ def _tile_starts(size: int, tile: int) -> list[int]:
 def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict:
   """Times whole-image prediction by tiles of the model's input size.
 
-  Uses `sharp_unet_jax.inference.predict_tiled(apply_fn, params, images,
+  Uses `sharp_unet_jax.evaluation.inference.predict_tiled(apply_fn, params, images,
   tile_size)` when that module provides it; otherwise a minimal tiler here:
   tiles flush with the edges, all tiles of a batch in one forward pass,
   overlaps resolved by the last tile written.
@@ -300,18 +300,18 @@ def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict
     config.num_classes,
     config.dtype,
   )
-  from sharp_unet_jax import train  # noqa: PLC0415
+  from sharp_unet_jax.training import train  # noqa: PLC0415
 
   trainer = train.Trainer(tile_config)
   params = trainer.initial_state().params
   images = jnp.asarray(random_batch(config, np.random.default_rng(0))['image'])
   try:
-    inference = importlib.import_module('sharp_unet_jax.inference')
+    inference = importlib.import_module('sharp_unet_jax.evaluation.inference')
   except ImportError:
     inference = None
   tiler = 'local'
   if inference is not None and hasattr(inference, 'predict_tiled'):
-    tiler = 'sharp_unet_jax.inference.predict_tiled'
+    tiler = 'sharp_unet_jax.evaluation.inference.predict_tiled'
     predict = functools.partial(
       inference.predict_tiled, trainer.model.apply, params, tile_size=tile_size
     )
@@ -360,7 +360,7 @@ def bench_pipeline(config, steps: int, warmup: int, rounds: int = 3) -> dict:
   and `steps` train steps of the same config on one batch, and compares the
   medians: input_over_step > 1 means the input keeps ahead of the step.
   """
-  from sharp_unet_jax import input_pipeline  # noqa: PLC0415
+  from sharp_unet_jax.data import input_pipeline  # noqa: PLC0415
 
   bench = TrainBench(config)
   start = time.perf_counter()

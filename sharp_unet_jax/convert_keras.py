@@ -30,9 +30,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from sharp_unet_jax import checkpointing, restore, sharp_block, train
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.keras_io import KerasLayer, read_keras_model
+from sharp_unet_jax.interop.keras_io import KerasLayer, read_keras_model
+from sharp_unet_jax.model import sharp_block
+from sharp_unet_jax.training import checkpointing, restore, train
 
 # Keras layers without weights that do not change inference outputs.
 _PASSIVE_KINDS = frozenset(

@@ -42,20 +42,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from PIL import Image
 
-from sharp_unet_jax import (
-  cli,
-  distributed,
-  image_io,
-  input_pipeline,
-  meshes,
-  metrics,
-  per_image_metrics,
-  restore,
-  train,
-  visualize,
-  xla_options,
-)
+from sharp_unet_jax import cli
+from sharp_unet_jax.compilation import meshes, xla_options
+from sharp_unet_jax.data import image_io, input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import metrics, per_image_metrics, visualize
+from sharp_unet_jax.training import distributed, restore, train
 
 FLAGS = flags.FLAGS
 SCORES = per_image_metrics.SCORE_NAMES

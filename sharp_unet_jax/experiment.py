@@ -47,16 +47,11 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from sharp_unet_jax import (
-  evaluate,
-  experiment_report,
-  input_pipeline,
-  per_image_metrics,
-  replicas,
-  restore,
-  train,
-)
+from sharp_unet_jax import evaluate, replicas
+from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import experiment_report, per_image_metrics
+from sharp_unet_jax.training import restore, train
 
 MODELS = experiment_report.MODELS
 

@@ -38,8 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import cli, restore
+from sharp_unet_jax import cli
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import restore
 
 FORMATS = ('stablehlo', 'saved_model')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')

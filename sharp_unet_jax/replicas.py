@@ -41,17 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import (
-  checkpointing,
-  input_pipeline,
-  losses,
-  schedules,
-  steps,
-  train,
-  weight_map,
-  xla_options,
-)
+from sharp_unet_jax.compilation import xla_options
+from sharp_unet_jax.data import input_pipeline, weight_map
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, losses, schedules, steps, train
 
 
 def check_supported(config) -> None:

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import benchmark, models
+from sharp_unet_jax import benchmark
+from sharp_unet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = (

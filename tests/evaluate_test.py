@@ -10,8 +10,9 @@ from PIL import Image
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import evaluate, restore, train
+from sharp_unet_jax import evaluate
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import restore, train
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sharp_unet_jax import experiment, experiment_report, restore, train
+from sharp_unet_jax import experiment
+from sharp_unet_jax.evaluation import experiment_report
+from sharp_unet_jax.training import restore, train
 
 
 def small_config(tfds_dir):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import checkpointing, export, restore, train
+from sharp_unet_jax import export
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, restore, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

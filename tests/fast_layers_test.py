@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from sharp_unet_jax import fast_layers, models
+from sharp_unet_jax.model import fast_layers, models
 
 
 def test_max_pool_values_and_gradients_equal_nn_max_pool_with_ties():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sharp_unet_jax import data_source, input_pipeline
+from sharp_unet_jax.data import data_source, input_pipeline
 from sharp_unet_jax.errors import UserError
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import losses
+from sharp_unet_jax.training import losses
 
 
 def test_binary_cross_entropy_matches_formula():

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sharp_unet_jax import models
+from sharp_unet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,7 @@ def test_summary_cli_prints_trainable_params_last():
     [
       sys.executable,
       '-m',
-      'sharp_unet_jax.models',
+      'sharp_unet_jax.model.models',
       '--config=configs/default.py',
       '--config.num_filters=32',
       '--config.num_channels=1',

@@ -12,8 +12,10 @@ import pytest
 import tifffile
 
 from configs import tiny
-from sharp_unet_jax import checkpointing, image_io, predict, train
+from sharp_unet_jax import predict
+from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
+from sharp_unet_jax.training import checkpointing, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

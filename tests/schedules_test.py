@@ -9,8 +9,9 @@ import optax
 import pytest
 
 from configs import default
-from sharp_unet_jax import checkpointing, input_pipeline, schedules, train
+from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, schedules, train
 
 PARAMS = {'w': jnp.zeros(3)}
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import sharp_block
+from sharp_unet_jax.model import sharp_block
 
 
 def reference_depthwise(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from sharp_unet_jax import checkpointing, train
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, train
 
 
 def restored_params(workdir, config):

@@ -7,7 +7,9 @@ import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import benchmark, train, xla_options
+from sharp_unet_jax import benchmark
+from sharp_unet_jax.compilation import xla_options
+from sharp_unet_jax.training import train
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 

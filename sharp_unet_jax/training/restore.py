@@ -23,8 +23,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sharp_unet_jax import checkpointing, models
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.model import models
+from sharp_unet_jax.training import checkpointing
 
 BEST_DIR = 'checkpoints_best'
 BEST_RECORD = 'best.json'

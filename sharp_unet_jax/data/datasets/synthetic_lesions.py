@@ -21,7 +21,7 @@ the `small` config is a prefix of `default`.
 Usage::
 
   import tensorflow_datasets as tfds
-  import sharp_unet_jax.datasets  # registers the builder
+  import sharp_unet_jax.data.datasets  # registers the builder
   tfds.builder('synthetic_lesions', data_dir=...).download_and_prepare()
   train = tfds.data_source('synthetic_lesions', split='train', data_dir=...)
   train[0]['image']  # examples by index (array_record files)
@@ -37,7 +37,7 @@ from scipy import fft as scipy_fft
 from scipy import ndimage
 import tensorflow_datasets as tfds
 
-from sharp_unet_jax.datasets import common
+from sharp_unet_jax.data.datasets import common
 
 # Mixed into every example's seed; change it to get a different data set.
 _SEED = 20210923

@@ -4,7 +4,10 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 
-from sharp_unet_jax import augment, losses, metrics, models, schedules
+from sharp_unet_jax.data import augment
+from sharp_unet_jax.evaluation import metrics
+from sharp_unet_jax.model import models
+from sharp_unet_jax.training import losses, schedules
 
 
 def create_train_state(config, model: nn.Module, rng) -> train_state.TrainState:

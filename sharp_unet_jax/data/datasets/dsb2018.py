@@ -31,7 +31,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sharp_unet_jax.datasets import base, common, layout
+from sharp_unet_jax.data.datasets import base, common, layout
 from sharp_unet_jax.errors import BadDataError
 
 _CITATION = r"""@article{caicedo2019nucleus,

@@ -28,7 +28,7 @@ import pathlib
 
 import numpy as np
 
-from sharp_unet_jax.datasets import base, common, layout
+from sharp_unet_jax.data.datasets import base, common, layout
 from sharp_unet_jax.errors import BadDataError
 
 _CITATION = r"""@article{arganda2015crowdsourcing,

@@ -2,12 +2,12 @@ r"""Builds the project's data sets: `tfds build` with the builders registered.
 
 Usage (from the repository root)::
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR [--data_dir=D] NAME
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR \
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR [--data_dir=D] NAME
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR \
       'NAME/skip_bad_files=True'
 
 It takes every flag of `tfds build` and runs TFDS' own build command, like
-`tfds build --imports sharp_unet_jax.datasets ...`, but prints a data error
+`tfds build --imports sharp_unet_jax.data.datasets ...`, but prints a data error
 (`UserError`) as one line and exits with status 2 instead of a traceback.
 """
 
@@ -17,7 +17,7 @@ from absl import app, logging
 from tensorflow_datasets.scripts.cli import build as tfds_build
 from tensorflow_datasets.scripts.cli import cli_utils
 
-import sharp_unet_jax.datasets  # noqa: F401  (registers the builders)
+import sharp_unet_jax.data.datasets  # noqa: F401  (registers the builders)
 from sharp_unet_jax.errors import UserError
 
 

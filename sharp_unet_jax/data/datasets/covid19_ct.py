@@ -31,7 +31,7 @@ import pathlib
 import nibabel as nib
 import numpy as np
 
-from sharp_unet_jax.datasets import base, common, layout
+from sharp_unet_jax.data.datasets import base, common, layout
 from sharp_unet_jax.errors import BadDataError
 
 _CITATION = r"""@misc{medseg2020covid,

@@ -22,7 +22,7 @@ import queue
 import threading
 from typing import Iterable, Iterator
 
-from sharp_unet_jax import input_pipeline
+from sharp_unet_jax.data import input_pipeline
 
 _END = object()
 

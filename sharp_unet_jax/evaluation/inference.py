@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
-from sharp_unet_jax import input_pipeline, meshes, xla_options
+from sharp_unet_jax.compilation import meshes, xla_options
+from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
 
 BLENDS = ('gaussian', 'constant')

@@ -17,7 +17,7 @@ extracted folders (possibly one or two folders deep):
   ISIC2018_Task1-2_Validation_Input, ISIC2018_Task1_Validation_GroundTruth,
   ISIC2018_Task1-2_Test_Input, ISIC2018_Task1_Test_GroundTruth   (optional)
 
-With `download=True` (`python -m sharp_unet_jax.datasets.build ...
+With `download=True` (`python -m sharp_unet_jax.data.datasets.build ...
 'isic2018/download=True'`) the builder downloads the missing zip files (about
 13 GB) with TFDS' download manager.
 
@@ -35,7 +35,7 @@ import re
 
 from absl import logging
 
-from sharp_unet_jax.datasets import base, common, layout, splits
+from sharp_unet_jax.data.datasets import base, common, layout, splits
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 _CITATION = r"""@article{codella2019skin,
@@ -132,7 +132,7 @@ class Isic2018(base.SegmentationBuilder):
   )
   SOURCE = (
     'https://challenge.isic-archive.com/data/#2018 (or let the builder '
-    'download them: `python -m sharp_unet_jax.datasets.build ... '
+    'download them: `python -m sharp_unet_jax.data.datasets.build ... '
     "'isic2018/download=True'`)"
   )
   CONFIG_FILE = 'isic.py'

@@ -1,8 +1,8 @@
 """TFDS builders of the project; importing this package registers them all.
 
 Use them with `tfds.builder(name)` / `tfds.data_source(name)` after
-`import sharp_unet_jax.datasets`, or with
-`tfds build --imports sharp_unet_jax.datasets NAME`. They write
+`import sharp_unet_jax.data.datasets`, or with
+`tfds build --imports sharp_unet_jax.data.datasets NAME`. They write
 `array_record` files (common.FILE_FORMAT), read by example index; TFDS's
 `as_dataset` / `tfds.load` do not read that format.
 
@@ -11,7 +11,7 @@ Every builder yields at least:
   mask:  uint8 array H x W x 1 of class indices (0 = background).
 """
 
-from sharp_unet_jax.datasets import (
+from sharp_unet_jax.data.datasets import (
   covid19_ct,  # noqa: F401
   cvc_clinicdb,  # noqa: F401
   dsb2018,  # noqa: F401

@@ -21,22 +21,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from sharp_unet_jax import (
-  checkpointing,
-  input_pipeline,
-  losses,
-  meshes,
-  metrics,
-  models,
-  preemption,
-  prefetch,
-  schedules,
-  steps,
-  visualize,
-  weight_map,
-  xla_options,
-)
+from sharp_unet_jax.compilation import meshes, xla_options
+from sharp_unet_jax.data import input_pipeline, prefetch, weight_map
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import metrics, visualize
+from sharp_unet_jax.model import models
+from sharp_unet_jax.training import checkpointing, losses, preemption, schedules, steps
 
 
 class NonFiniteLossError(UserError):

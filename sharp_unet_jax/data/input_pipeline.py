@@ -20,8 +20,8 @@ from typing import Iterator, Optional
 import jax
 import numpy as np
 
-from sharp_unet_jax import data_source
-from sharp_unet_jax.data_source import (  # noqa: F401
+from sharp_unet_jax.data import data_source
+from sharp_unet_jax.data.data_source import (  # noqa: F401
   check_mask_values,
   get_builder,
   to_channels,

@@ -12,11 +12,11 @@ bad files:
   leaves such examples out instead, as well as images without a mask and
   masks without an image, and logs a warning with their count and names:
 
-    python -m sharp_unet_jax.datasets.build --manual_dir=DIR \
+    python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR \
         'NAME/skip_bad_files=True'
     tfds.builder('NAME', skip_bad_files=True)  # Python
 
-  (`tfds build --imports sharp_unet_jax.datasets` takes the same arguments.)
+  (`tfds build --imports sharp_unet_jax.data.datasets` takes the same arguments.)
 
   The option only changes which examples are written; the data set's name and
   folder stay the same, so train with `--config.dataset=NAME` as usual.
@@ -32,7 +32,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sharp_unet_jax.datasets import common, layout, splits
+from sharp_unet_jax.data.datasets import common, layout, splits
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 
@@ -149,9 +149,9 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """Returns the commands that build this data set and train on it."""
     data_dir = self._data_dir_root
     return (
-      f'`python -m sharp_unet_jax.datasets.build --manual_dir={manual_dir} '
+      f'`python -m sharp_unet_jax.data.datasets.build --manual_dir={manual_dir} '
       f'--data_dir={data_dir} {self.name}` (or `tfds build --imports '
-      'sharp_unet_jax.datasets` with the same flags) then `python main.py '
+      'sharp_unet_jax.data.datasets` with the same flags) then `python main.py '
       f'--config=configs/{self.CONFIG_FILE} --config.data_dir={data_dir} '
       '--workdir=DIR`'
     )
@@ -169,7 +169,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """The end of a bad-data message: how to skip such files."""
     return (
       'or build with skip_bad_files=True to leave such files out (`python -m '
-      f"sharp_unet_jax.datasets.build ... '{self.name}/skip_bad_files=True'`)"
+      f"sharp_unet_jax.data.datasets.build ... '{self.name}/skip_bad_files=True'`)"
     )
 
   def skip_or_raise(self, error: BadDataError, skipped: list[str]) -> None:

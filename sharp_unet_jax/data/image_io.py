@@ -16,8 +16,8 @@ import re
 
 import numpy as np
 
-from sharp_unet_jax import input_pipeline
-from sharp_unet_jax.datasets import common
+from sharp_unet_jax.data import input_pipeline
+from sharp_unet_jax.data.datasets import common
 from sharp_unet_jax.errors import BadDataError, UserError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')

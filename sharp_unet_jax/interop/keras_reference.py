@@ -7,7 +7,7 @@ no activation), a concatenation [upsampled, skip] and two 3x3 convolutions; a
 1x1 head. In Sharp U-Net each skip first passes a DepthwiseConv2D 3x3 with one
 fixed, non-trainable kernel (centre 8, neighbours -1) copied to every channel.
 
-Layer names follow the Flax module paths of `sharp_unet_jax.models.UNet`
+Layer names follow the Flax module paths of `sharp_unet_jax.model.models.UNet`
 (`encoder_0/Conv_0`, ...) with '/' written as '_', so a weight importer can map
 them one to one:
 

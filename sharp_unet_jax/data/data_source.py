@@ -22,8 +22,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from sharp_unet_jax import datasets  # noqa: E402,F401  (registers the builders)
-from sharp_unet_jax.datasets import common  # noqa: E402
+from sharp_unet_jax.data import datasets  # noqa: E402,F401  (registers the builders)
+from sharp_unet_jax.data.datasets import common  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
 
 # TensorFlow only feeds data: keep it off accelerators JAX should own.
@@ -52,7 +52,7 @@ def _create_builder(config):
       f'{folder} holds {config.dataset} in an older record format; the input '
       f'pipeline reads {common.FILE_FORMAT} (random access). Delete that folder '
       'and run again to rebuild it (or rebuild it with python -m '
-      'sharp_unet_jax.datasets.build).'
+      'sharp_unet_jax.data.datasets.build).'
     ) from e
 
 

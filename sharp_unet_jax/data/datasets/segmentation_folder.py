@@ -8,7 +8,7 @@ Reads a folder given as the manual folder (`--manual_dir=DIR`):
 Images and masks pair by file stem (`images/a.jpg` with `masks/a.png`).
 
 Configs (the image feature's channels and bit depth), picked by name, e.g.
-`python -m sharp_unet_jax.datasets.build ... segmentation_folder/grey16` or
+`python -m sharp_unet_jax.data.datasets.build ... segmentation_folder/grey16` or
 `tfds.data_source('segmentation_folder/grey16')`:
 
   rgb8 (default)  uint8 H x W x 3: grey is repeated to RGB, alpha dropped
@@ -25,7 +25,7 @@ values are class indices and the number of classes is the largest value + 1
 (at most 255). Masks mixing encodings (e.g. some 0/1, some 0/255) are an
 error. The builder option `num_classes=K` skips the inference and checks
 every mask against K classes instead (K = 2 accepts 0/1 and 0/255 per file),
-e.g. `python -m sharp_unet_jax.datasets.build ...
+e.g. `python -m sharp_unet_jax.data.datasets.build ...
 'segmentation_folder/num_classes=3'`. The number of classes, background
 included, is stored in `info.metadata['num_classes']` and logged; train with
 `--config.num_classes=1` for 2 classes (sigmoid) and K otherwise.
@@ -46,7 +46,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sharp_unet_jax.datasets import base, common, layout
+from sharp_unet_jax.data.datasets import base, common, layout
 from sharp_unet_jax.errors import BadDataError
 
 # Largest number of classes the mask encoding may be inferred as; 255 is

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from sharp_unet_jax import hlo_stats, targets, train
+from sharp_unet_jax.compilation import hlo_stats, targets
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import train
 
 STEPS = ('init', 'train', 'eval', 'predict')
 # The config key that sizes each step's memory most.

@@ -10,7 +10,7 @@ channels for softmax over K classes.
 
 Run as a module to print a parameter overview for a config:
 
-  python -m sharp_unet_jax.models --config=configs/default.py
+  python -m sharp_unet_jax.model.models --config=configs/default.py
 """
 
 import functools
@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharp_unet_jax import fast_layers, sharp_block
+from sharp_unet_jax.model import fast_layers, sharp_block
 
 Initializer = Callable[..., jax.Array]
 

@@ -20,7 +20,7 @@ hash of the id) and paper_train / paper_test (the paper's 80/20 split, seed
 42; paper_test is both its validation and test set).
 """
 
-from sharp_unet_jax.datasets import base
+from sharp_unet_jax.data.datasets import base
 
 _CITATION = r"""@misc{mader2017lungs,
   author = {Mader, Kevin},

@@ -28,7 +28,7 @@ from typing import Optional
 
 import jax
 
-from sharp_unet_jax import chips, meshes
+from sharp_unet_jax.compilation import chips, meshes
 from sharp_unet_jax.errors import UserError
 
 _HELP = (

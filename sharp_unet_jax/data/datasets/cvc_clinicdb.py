@@ -22,7 +22,7 @@ alike and the hash split ignores sequences, so expect optimistic scores, as in
 the paper.
 """
 
-from sharp_unet_jax.datasets import base
+from sharp_unet_jax.data.datasets import base
 
 _CITATION = r"""@article{bernal2015wm,
   title = {{WM-DOVA} maps for accurate polyp highlighting in colonoscopy:

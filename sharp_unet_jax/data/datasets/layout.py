@@ -11,7 +11,7 @@ import re
 
 from absl import logging
 
-from sharp_unet_jax.datasets import common
+from sharp_unet_jax.data.datasets import common
 from sharp_unet_jax.errors import BadDataError
 
 IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.gif'})
