@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from sharp_unet_jax import workdirs
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import checkpointing, train
 
@@ -102,4 +103,4 @@ def test_unwritable_workdir_fails_clearly(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a folder')
   with pytest.raises(UserError, match='is not a writable folder'):
-    train.prepare_workdir(str(blocker / 'sub'))
+    workdirs.prepare(str(blocker / 'sub'))

@@ -22,7 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from sharp_unet_jax.data import datasets  # noqa: E402,F401  (registers the builders)
+from sharp_unet_jax.data import channels, datasets  # noqa: E402,F401  (registers the builders)
 from sharp_unet_jax.data.datasets import common  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
 
@@ -74,27 +74,6 @@ def get_builder(config):
 
     multihost_utils.sync_global_devices('tfds_prepared')
   return _create_builder(config)
-
-
-def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-  """Converts (..., H, W, C) images to `channels` channels.
-
-  Grey is repeated to RGB, an alpha channel is dropped, and RGB becomes grey
-  by the ITU-R 601 luma weights.
-  """
-  have = images.shape[-1]
-  if have == channels:
-    return images
-  if have == 4:
-    images, have = images[..., :3], 3
-  if have == channels:
-    return images
-  if have == 1 and channels == 3:
-    return np.repeat(images, 3, axis=-1)
-  if have == 3 and channels == 1:
-    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.round(luma)[..., None].astype(images.dtype)
-  raise UserError(f'Cannot convert images with {have} channels to {channels}.')
 
 
 def check_mask_values(masks: np.ndarray, config, source: str) -> None:
@@ -176,7 +155,7 @@ class Split:
   def example(self, index: int) -> dict:
     """Example `index`, preprocessed; its mask values checked."""
     out = {k: v.numpy() for k, v in self._decode(self._records[int(index)]).items()}
-    out['image'] = to_channels(out['image'], self._channels)
+    out['image'] = channels.to_channels(out['image'], self._channels)
     if out['mask'].max(initial=0) >= self._num_labels:
       ident = out['id'].decode('utf-8', 'replace')
       where = f'{self.name} example {ident!r} (index {index})'

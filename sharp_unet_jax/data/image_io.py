@@ -2,7 +2,7 @@
 
 Images are PNG, JPEG or TIFF of any size: grey, grey + alpha, RGB, RGBA or
 palette, 8- or 16-bit. They become (H, W, C) uint8 or uint16 arrays with the
-model's channels, converted by `input_pipeline.to_channels` as training does;
+model's channels, converted by `channels.to_channels` as training does;
 `input_pipeline.normalize` then scales them to [0, 1] by their dtype's
 maximum, also as training does.
 
@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from sharp_unet_jax.data import input_pipeline
+from sharp_unet_jax.data import channels, input_pipeline
 from sharp_unet_jax.data.datasets import common
 from sharp_unet_jax.errors import BadDataError, UserError
 
@@ -31,7 +31,7 @@ def read_image(path: str, num_channels: int) -> np.ndarray:
   Decoding is the data set builders' (`datasets.common.decode_image`: Pillow
   or tifffile, with the decompression-bomb limit); 8-bit and palette sources
   stay 8-bit, others become 16-bit, alpha is dropped and the channels are
-  converted by `input_pipeline.to_channels`, as for training.
+  converted by `channels.to_channels`, as for training.
 
   Args:
     path: a PNG, JPEG or TIFF file (TIFF: the first page).
@@ -55,7 +55,7 @@ def read_image(path: str, num_channels: int) -> np.ndarray:
   # channels=0: keep the file's own channels (alpha dropped); converted below.
   array = common.to_image(decoded, 0, np.uint8 if eight_bit else np.uint16, path)
   try:
-    array = input_pipeline.to_channels(array[None], num_channels)[0]
+    array = channels.to_channels(array[None], num_channels)[0]
   except UserError as e:
     raise BadDataError(f'{path}: {e}') from e
   return np.ascontiguousarray(array)

@@ -24,7 +24,6 @@ from sharp_unet_jax.data import data_source
 from sharp_unet_jax.data.data_source import (  # noqa: F401
   check_mask_values,
   get_builder,
-  to_channels,
 )
 from sharp_unet_jax.errors import UserError
 

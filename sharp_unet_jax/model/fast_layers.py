@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-POOL_IMPLEMENTATIONS = ('reduce_window', 'reshape')
+POOL_IMPLEMENTATIONS = ('reduce_window', 'strided_slices')
 UPSAMPLE_IMPLEMENTATIONS = ('conv', 'dot')
 
 
@@ -95,9 +95,9 @@ def _reduce_window_pool(x: jax.Array) -> jax.Array:
 
 
 def max_pool(x: jax.Array, implementation: str = 'reduce_window') -> jax.Array:
-  """2x2 stride-2 max-pool: 'reduce_window' (nn.max_pool), 'reshape' or 'auto'.
+  """2x2 stride-2 max-pool: 'reduce_window' (nn.max_pool), 'strided_slices' or 'auto'.
 
-  'auto' is 'reshape' in programs compiled for CPU and 'reduce_window' in
+  'auto' is 'strided_slices' in programs compiled for CPU and 'reduce_window' in
   those for GPU and TPU (`jax.lax.platform_dependent`, decided when the
   program is lowered). Odd sides fall back to nn.max_pool.
   """

@@ -27,7 +27,7 @@ Initializer = Callable[..., jax.Array]
 # config.implementation -> the form of each op (sharp_block.py, fast_layers.py).
 FORMS = {
   'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
-  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'reshape', 'upsample': 'dot'},
+  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
   'auto': {'sharp': 'auto', 'pool': 'auto', 'upsample': 'auto'},
 }
 

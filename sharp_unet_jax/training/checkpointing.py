@@ -110,6 +110,64 @@ def restore(
     ) from e
 
 
+def read_only_manager(directory: str) -> ocp.CheckpointManager:
+  """A manager that reads the checkpoints of `directory` and creates nothing."""
+  return ocp.CheckpointManager(
+    directory,
+    item_handlers=ocp.PyTreeCheckpointHandler(),
+    options=ocp.CheckpointManagerOptions(create=False),
+  )
+
+
+def restore_params(directory: str, step: int, target) -> Any:
+  """Reads the 'params' subtree of a checkpoint as numpy arrays.
+
+  The programs that only predict (evaluate, predict, export) read this way:
+  no optimiser state, nothing put on a device.
+
+  Args:
+    directory: a CheckpointManager folder (e.g. WORKDIR/checkpoints).
+    step: the step to read.
+    target: the expected parameter tree (arrays or jax.ShapeDtypeStruct).
+
+  Raises:
+    UserError: if the checkpoint holds no parameters of the expected shapes.
+  """
+  manager = read_only_manager(directory)
+  where = f'{directory} (step {step})'
+  try:
+    metadata = manager.item_metadata(step)
+    metadata = getattr(metadata, 'tree', metadata)
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f'Cannot read the checkpoint in {where}: {e}.') from e
+  if not metadata or 'params' not in metadata:
+    raise UserError(f'The checkpoint in {where} holds no model parameters.')
+  problems = _shape_mismatches(metadata['params'], target)
+  if problems:
+    raise UserError(
+      f'The checkpoint in {where} does not fit the model of config.json '
+      f'({len(problems)} mismatched arrays, e.g. {problems[0]}).'
+    )
+  item = {
+    'params': jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), target)
+  }
+  restore_args = jax.tree_util.tree_map(
+    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
+  )
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.PyTreeRestore(
+        item, restore_args=restore_args, partial_restore=True
+      ),
+    )
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(
+      f'Cannot restore the checkpoint in {where}: {str(e).splitlines()[0]}.'
+    ) from e
+  return restored['params']
+
+
 def save(
   manager: ocp.CheckpointManager, step: int, state: Any, force: bool = False
 ) -> bool:

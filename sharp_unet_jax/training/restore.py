@@ -6,9 +6,8 @@ arrays, without unpickling anything and without the optimiser state.
 
 Checkpoints are chosen by name:
 - 'latest': the newest step in WORKDIR/checkpoints;
-- 'best': the newest step in WORKDIR/checkpoints_best when that folder
-  exists, else the step recorded as {"step": N} in WORKDIR/best.json, read
-  from WORKDIR/checkpoints;
+- 'best': the newest step in WORKDIR/checkpoints_best (the best checkpoint
+  training keeps when the config asks for it);
 - a step number, e.g. '1200': that step in WORKDIR/checkpoints.
 """
 
@@ -20,15 +19,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import orbax.checkpoint as ocp
 
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.model import models
 from sharp_unet_jax.training import checkpointing
 
-BEST_DIR = 'checkpoints_best'
-BEST_RECORD = 'best.json'
 # Config keys the model and the inference code need.
 _REQUIRED_KEYS = (
   'model',
@@ -104,28 +99,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _manager(directory: str) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-    directory,
-    item_handlers=ocp.PyTreeCheckpointHandler(),
-    options=ocp.CheckpointManagerOptions(create=False),
-  )
-
-
-def _recorded_best_step(workdir: str) -> int:
-  path = os.path.join(workdir, BEST_RECORD)
-  try:
-    with open(path) as f:
-      return int(json.load(f)['step'])
-  except FileNotFoundError as e:
-    raise UserError(
-      f'--checkpoint=best: {workdir} has no best checkpoint (neither '
-      f'{BEST_DIR}/ nor {BEST_RECORD}); use --checkpoint=latest or a step.'
-    ) from e
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise UserError(f'Cannot read the best step from {path}: {e}.') from e
-
-
 def find_checkpoint(workdir: str, checkpoint: str = 'latest') -> tuple[str, int]:
   """Returns (checkpoint folder, step) named by `checkpoint`.
 
@@ -136,18 +109,24 @@ def find_checkpoint(workdir: str, checkpoint: str = 'latest') -> tuple[str, int]
   directory = checkpointing.checkpoint_dir(workdir)
   step = None
   if name == 'best':
-    best_dir = os.path.join(os.path.abspath(workdir), BEST_DIR)
-    if os.path.isdir(best_dir):
-      directory = best_dir
-    else:
-      step = _recorded_best_step(workdir)
+    best_dir = checkpointing.checkpoint_dir(workdir, checkpointing.BEST)
+    if not os.path.isdir(best_dir):
+      raise UserError(
+        f'--checkpoint=best: {workdir} has no best checkpoint ({checkpointing.BEST}/); '
+        'use --checkpoint=latest or a step.'
+      )
+    directory = best_dir
   elif name.isdigit():
     step = int(name)
   elif name != 'latest':
     raise UserError(
       f'--checkpoint={checkpoint!r} is not latest, best or a step number.'
     )
-  steps = _manager(directory).all_steps() if os.path.isdir(directory) else []
+  steps = (
+    checkpointing.read_only_manager(directory).all_steps()
+    if os.path.isdir(directory)
+    else []
+  )
   if not steps:
     raise UserError(f'No checkpoint in {directory}; train first or check --workdir.')
   if step is None:
@@ -165,64 +144,6 @@ def abstract_params(model: models.UNet, config) -> Any:
   height, width = config.image_size
   dummy = jax.ShapeDtypeStruct((1, height, width, config.num_channels), jnp.float32)
   return jax.eval_shape(model.init, jax.random.key(0), dummy)['params']
-
-
-def _leaf_shapes(tree) -> dict[str, tuple]:
-  return {
-    jax.tree_util.keystr(path): tuple(leaf.shape)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-  }
-
-
-def restore_params(directory: str, step: int, target) -> Any:
-  """Reads the 'params' subtree of a checkpoint as numpy arrays.
-
-  Args:
-    directory: a CheckpointManager folder (e.g. WORKDIR/checkpoints).
-    step: the step to read.
-    target: the expected parameter tree (arrays or jax.ShapeDtypeStruct).
-
-  Raises:
-    UserError: if the checkpoint holds no parameters of the expected shapes.
-  """
-  manager = _manager(directory)
-  where = f'{directory} (step {step})'
-  try:
-    metadata = manager.item_metadata(step)
-    metadata = getattr(metadata, 'tree', metadata)
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(f'Cannot read the checkpoint in {where}: {e}.') from e
-  if not metadata or 'params' not in metadata:
-    raise UserError(f'The checkpoint in {where} holds no model parameters.')
-  saved, expected = _leaf_shapes(metadata['params']), _leaf_shapes(target)
-  problems = [
-    f'{key}: saved {saved.get(key)} vs expected {expected.get(key)}'
-    for key in sorted(set(saved) | set(expected))
-    if saved.get(key) != expected.get(key)
-  ]
-  if problems:
-    raise UserError(
-      f'The checkpoint in {where} does not fit the model of config.json '
-      f'({len(problems)} mismatched arrays, e.g. {problems[0]}).'
-    )
-  item = {
-    'params': jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), target)
-  }
-  restore_args = jax.tree_util.tree_map(
-    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
-  )
-  try:
-    restored = manager.restore(
-      step,
-      args=ocp.args.PyTreeRestore(
-        item, restore_args=restore_args, partial_restore=True
-      ),
-    )
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise UserError(
-      f'Cannot restore the checkpoint in {where}: {str(e).splitlines()[0]}.'
-    ) from e
-  return restored['params']
 
 
 def load(workdir: str, checkpoint: str = 'latest') -> Restored:
@@ -246,5 +167,5 @@ def load(workdir: str, checkpoint: str = 'latest') -> Restored:
   except (ValueError, AttributeError, KeyError) as e:
     raise UserError(f'{workdir}/config.json: {e}') from e
   directory, step = find_checkpoint(workdir, checkpoint)
-  params = restore_params(directory, step, abstract_params(model, config))
+  params = checkpointing.restore_params(directory, step, abstract_params(model, config))
   return Restored(config, model, params, step, os.path.join(directory, str(step)))

@@ -234,14 +234,6 @@ def should_stop(opt_state, config) -> bool:
   return int(jax.device_get(tracker.bad_evals)) >= config.early_stopping_patience
 
 
-def best_step(opt_state) -> Optional[int]:
-  """The step of the best evaluation so far, or None if nothing is tracked."""
-  tracker = _find(opt_state, MetricTrackerState)
-  if tracker is None or not jnp.isfinite(jax.device_get(tracker.best_value)):
-    return None
-  return int(jax.device_get(tracker.best_step))
-
-
 def current_learning_rate(config, opt_state, step: int) -> float:
   """The learning rate Adam applies at `step`, including the plateau scale."""
   base = learning_rate(config)

@@ -7,10 +7,8 @@ on several processes (see main.py for `jax.distributed`).
 """
 
 import functools
-import json
 import os
-import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
@@ -21,6 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
+from sharp_unet_jax import workdirs
 from sharp_unet_jax.compilation import meshes, xla_options
 from sharp_unet_jax.data import input_pipeline, prefetch, weight_map
 from sharp_unet_jax.errors import UserError
@@ -65,35 +64,6 @@ def check_config(
   ):
     if config[key] <= 0:
       raise UserError(f'config.{key} must be positive, got {config[key]}.')
-
-
-def prepare_workdir(workdir: Optional[str]) -> str:
-  """Creates `workdir` if needed and checks it is writable; returns its path.
-
-  Raises:
-    UserError: if the directory cannot be created or written.
-  """
-  if not workdir:
-    raise UserError('--workdir is required: the folder for checkpoints and logs.')
-  workdir = os.path.abspath(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise UserError(
-      f'--workdir={workdir} is not a writable folder: {e.strerror}.'
-    ) from e
-  return workdir
-
-
-def write_json_atomically(path: str, payload: Any) -> None:
-  """Writes JSON through a temporary file, so `path` is never half-written."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
 
 
 class Trainer:
@@ -246,7 +216,7 @@ def _restore_or_start(trainer, manager, workdir: str):
     logging.info('Resumed from the checkpoint at step %d.', int(state.step))
   elif jax.process_index() == 0:
     config_dict = trainer.config.to_dict()
-    write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
+    workdirs.write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
   return state
 
 
@@ -298,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Raises:
     UserError: for bad config, data, workdir or checkpoint, or a diverged run.
   """
-  workdir = prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   trainer = Trainer(config)
   is_chief = jax.process_index() == 0
   with_weights = bool(config.get('weight_map', False))
@@ -408,7 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
   writer.flush()
   if is_chief:
-    write_json_atomically(os.path.join(workdir, 'test_metrics.json'), results)
+    workdirs.write_json_atomically(os.path.join(workdir, 'test_metrics.json'), results)
   manager.close()
   if best_manager is not None:
     best_manager.close()
