@@ -6,9 +6,10 @@ and the state's buffers are donated. The same code runs on 1 or N devices and
 on several processes (see main.py for `jax.distributed`).
 """
 
+import dataclasses
 import functools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
@@ -26,6 +27,7 @@ from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import metrics, visualize
 from sharp_unet_jax.model import models
 from sharp_unet_jax.training import checkpointing, losses, preemption, schedules, steps
+from sharp_unet_jax.training import recipe as recipe_lib
 
 
 class NonFiniteLossError(UserError):
@@ -220,31 +222,6 @@ def _restore_or_start(trainer, manager, workdir: str):
   return state
 
 
-def _monitor(trainer, state, values: dict, step: int, best_manager):
-  """Feeds the monitored eval metric to plateau, early stopping and 'best'.
-
-  Returns:
-    (state, stop): the state with updated monitors; whether to stop early.
-  """
-  config = trainer.config
-  state, improved = trainer.observe(state, values[config.monitor_metric], step)
-  if improved and best_manager is not None:
-    # A replay after a crash may reach a step saved before: then it is skipped.
-    if step not in best_manager.all_steps():
-      checkpointing.save(best_manager, step, state, force=True)
-  stop = schedules.should_stop(state.opt_state, config)
-  logging.info(
-    'step %d: %s=%.5f (%s), learning rate %.3g%s',
-    step,
-    config.monitor_metric,
-    values[config.monitor_metric],
-    'best so far' if improved else 'no improvement',
-    schedules.current_learning_rate(config, state.opt_state, step),
-    '; early stopping' if stop else '',
-  )
-  return state, stop
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates periodically, checkpoints, and scores the test split.
 
@@ -268,6 +245,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Raises:
     UserError: for bad config, data, workdir or checkpoint, or a diverged run.
   """
+  run = _set_up(config, workdir)
+  try:
+    state = _train_loop(run)
+    if state is None:
+      return {'preempted': True, 'step': run.preempted_at}
+    return _final_test(run, state)
+  finally:
+    run.manager.close()
+    run.recipe.close()
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the three parts of `train_and_evaluate` share."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  trainer: Trainer
+  train_data: Any
+  eval_data: Any
+  manager: Any
+  recipe: recipe_lib.Recipe
+  state: Any
+  writer: Any
+  hooks: list
+  preempted_at: Optional[int] = None
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+  """Data, checkpoint managers, the restored or fresh state, writers and hooks."""
   workdir = workdirs.prepare(workdir)
   trainer = Trainer(config)
   is_chief = jax.process_index() == 0
@@ -279,18 +286,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
 
   manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
-  best_manager = None
-  if schedules.keeps_best(config):
-    best_manager = checkpointing.create_manager(workdir, 1, name=checkpointing.BEST)
+  recipe = recipe_lib.Recipe(trainer, workdir)
   state = _restore_or_start(trainer, manager, workdir)
-  start_step = int(state.step)
   # Only process 0 writes summaries; the others get a writer that drops them.
   writer = (
     metric_writers.create_default_writer(workdir)
     if is_chief
     else metric_writers.MultiWriter([])
   )
-  if start_step == 0:
+  if int(state.step) == 0:
     writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
     parameter_overview.log_parameter_overview(state.params)
   hooks = []
@@ -300,11 +304,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_train_steps=config.num_train_steps, writer=writer, every_secs=30
       )
     )
+  return _Run(
+    config,
+    workdir,
+    trainer,
+    train_data,
+    eval_data,
+    manager,
+    recipe,
+    state,
+    writer,
+    hooks,
+  )
 
+
+def _evaluate(run: _Run, state, done: int):
+  """One evaluation: scalars and overlays written, then the recipe consulted."""
+  values = run.trainer.evaluate(state.params, run.eval_data)
+  _log_scalars(run.writer, done, 'eval', values)
+  logging.info('step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou'])
+  panels = run.trainer.summary_panels(state.params, run.eval_data)
+  run.writer.write_images(done, {'eval/overlays': panels})
+  return run.recipe.after_evaluation(state, values, done)
+
+
+def _train_loop(run: _Run):
+  """Trains from the state's step; returns the last state, or None if preempted."""
+  config, trainer, state = run.config, run.trainer, run.state
+  start_step = int(state.step)
   train_metrics = None
-  stopped = schedules.should_stop(state.opt_state, config)
+  stopped = run.recipe.stopped(state)
   host_batches = (
-    input_pipeline.train_batch(train_data, config, step)
+    input_pipeline.train_batch(run.train_data, config, step)
     for step in range(start_step, config.num_train_steps)
   )
   depth = config.get('prefetch_batches', 2)
@@ -322,49 +353,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       )
       done = step + 1
-      for hook in hooks:
+      for hook in run.hooks:
         hook(done)
       is_last = done == config.num_train_steps
       preempted = watcher.should_stop(done)
       eval_now = is_last or done % config.eval_every_steps == 0
-      if (
-        eval_now
-        or preempted
-        or done % config.checkpoint_every_steps == 0
-        or done % config.log_every_steps == 0
-      ):
+      checkpoint_now = is_last or preempted or done % config.checkpoint_every_steps == 0
+      if eval_now or checkpoint_now or done % config.log_every_steps == 0:
         values = _train_values(train_metrics, done, config, state)
-        _log_scalars(writer, done, 'train', values)
+        _log_scalars(run.writer, done, 'train', values)
         train_metrics = None
       if eval_now:
-        values = trainer.evaluate(state.params, eval_data)
-        _log_scalars(writer, done, 'eval', values)
-        logging.info(
-          'step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou']
-        )
-        panels = trainer.summary_panels(state.params, eval_data)
-        writer.write_images(done, {'eval/overlays': panels})
-        if schedules.uses_monitor(config):
-          state, stopped = _monitor(trainer, state, values, done, best_manager)
-      checkpoint_now = (
-        is_last or preempted or stopped or done % config.checkpoint_every_steps == 0
-      )
-      if checkpoint_now:
-        checkpointing.save(manager, done, state, force=preempted)
+        state, stopped = _evaluate(run, state, done)
+      if checkpoint_now or stopped:
+        checkpointing.save(run.manager, done, state, force=preempted)
       if preempted:
-        manager.wait_until_finished()
-        writer.flush()
-        logging.warning('Preempted: checkpoint at step %d saved in %s.', done, workdir)
-        return {'preempted': True, 'step': done}
-  manager.wait_until_finished()
-  last_step = int(state.step)
-  if config.get('early_stopping') and best_manager.latest_step() is not None:
-    best_manager.wait_until_finished()
-    state = checkpointing.restore(best_manager, state)
-    logging.info('Restored the best state (step %d) for the test.', int(state.step))
+        run.manager.wait_until_finished()
+        run.writer.flush()
+        logging.warning(
+          'Preempted: checkpoint at step %d saved in %s.', done, run.workdir
+        )
+        run.preempted_at = done
+        return None
+  run.manager.wait_until_finished()
+  return state
 
+
+def _final_test(run: _Run, state) -> dict:
+  """Scores the test split with the last (or, early stopped, the best) state."""
+  config = run.config
+  last_step = int(state.step)
+  state = run.recipe.state_for_test(state)
   test_data = input_pipeline.load_split(config, config.test_split)
-  results = trainer.evaluate(state.params, test_data)
+  results = run.trainer.evaluate(state.params, test_data)
   results.update(
     step=int(state.step),
     last_step=last_step,
@@ -374,12 +395,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model=config.model,
   )
   _log_scalars(
-    writer, results['step'], 'test', {k: results[k] for k in ('dice', 'iou')}
+    run.writer, results['step'], 'test', {k: results[k] for k in ('dice', 'iou')}
   )
-  writer.flush()
-  if is_chief:
-    workdirs.write_json_atomically(os.path.join(workdir, 'test_metrics.json'), results)
-  manager.close()
-  if best_manager is not None:
-    best_manager.close()
+  run.writer.flush()
+  if jax.process_index() == 0:
+    path = os.path.join(run.workdir, 'test_metrics.json')
+    workdirs.write_json_atomically(path, results)
   return results
