@@ -41,7 +41,7 @@ def _create_builder(config):
   except tfds.core.registered.DatasetNotFoundError as e:
     raise UserError(
       f'config.dataset={config.dataset!r} is not a known TFDS data set; '
-      'use one of the builders in sharp_unet_jax/datasets.'
+      'use one of the builders in sharp_unet_jax/data/datasets.'
     ) from e
   except ValueError as e:
     if 'File format is already set' not in str(e):

@@ -108,6 +108,33 @@ def _forward(params, images, window, *, apply_fn, num_classes: int, tta: str):
   return jnp.mean(probs, axis=0) * window[None, :, :, None]
 
 
+def _checked_overlap(tile_size, depth, overlap, tile_batch, devices, blend, tta):
+  """The overlap to use (None: the default); UserError for settings that fail."""
+  factor = 2**depth
+  if len(tile_size) != 2 or any(s <= 0 or s % factor for s in tile_size):
+    raise UserError(
+      f'--tile_size={",".join(map(str, tile_size))} must be two positive '
+      f'multiples of 2**depth = {factor}.'
+    )
+  if overlap is None:
+    overlap = default_overlap(tile_size)
+  if not 0 <= overlap < min(tile_size):
+    raise UserError(
+      f'--overlap={overlap} must be at least 0 and less than the tile side '
+      f'{min(tile_size)}.'
+    )
+  if tile_batch <= 0 or tile_batch % devices:
+    raise UserError(
+      f'--tile_batch={tile_batch} must be a positive multiple of the number '
+      f'of devices ({devices}).'
+    )
+  if blend not in BLENDS:
+    raise UserError(f'--blend={blend!r} must be one of {", ".join(BLENDS)}.')
+  if tta not in TTAS:
+    raise UserError(f'--tta={tta!r} must be one of {", ".join(TTAS)}.')
+  return overlap
+
+
 class TiledPredictor:
   """Predicts images of any size tile by tile with a fixed tile shape.
 
@@ -153,29 +180,10 @@ class TiledPredictor:
       UserError: for settings that cannot work.
     """
     self.tile_size = tuple(int(s) for s in tile_size)
-    factor = 2**depth
-    if len(self.tile_size) != 2 or any(s <= 0 or s % factor for s in self.tile_size):
-      raise UserError(
-        f'--tile_size={",".join(map(str, self.tile_size))} must be two positive '
-        f'multiples of 2**depth = {factor}.'
-      )
-    if overlap is None:
-      overlap = default_overlap(self.tile_size)
-    if not 0 <= overlap < min(self.tile_size):
-      raise UserError(
-        f'--overlap={overlap} must be at least 0 and less than the tile side '
-        f'{min(self.tile_size)}.'
-      )
     mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
-    if tile_batch <= 0 or tile_batch % mesh.size:
-      raise UserError(
-        f'--tile_batch={tile_batch} must be a positive multiple of the number '
-        f'of devices ({mesh.size}).'
-      )
-    if blend not in BLENDS:
-      raise UserError(f'--blend={blend!r} must be one of {", ".join(BLENDS)}.')
-    if tta not in TTAS:
-      raise UserError(f'--tta={tta!r} must be one of {", ".join(TTAS)}.')
+    overlap = _checked_overlap(
+      self.tile_size, depth, overlap, tile_batch, mesh.size, blend, tta
+    )
     self.overlap = int(overlap)
     self.tile_batch = int(tile_batch)
     self.num_classes = int(num_classes)
