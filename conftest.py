@@ -31,7 +31,7 @@ def tfds_dir(tmp_path_factory):
   """A TFDS data dir holding the built `synthetic_lesions/small` data set."""
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
-  import sharp_unet_jax.datasets  # noqa: F401, PLC0415
+  import sharp_unet_jax.data.datasets  # noqa: F401, PLC0415
 
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('synthetic_lesions/small', data_dir=data_dir).download_and_prepare()

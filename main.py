@@ -16,8 +16,9 @@ from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sharp_unet_jax import cli, distributed, train  # noqa: E402
+from sharp_unet_jax import cli  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
+from sharp_unet_jax.training import distributed, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, summaries and results.')

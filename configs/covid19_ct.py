@@ -2,12 +2,12 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR covid19_ct
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR covid19_ct
   python main.py --config=configs/covid19_ct.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
 DIR holds tr_im.nii.gz and tr_mask.nii.gz; images are the HU window
-[-512, 512] scaled to [0, 1]. See sharp_unet_jax/datasets/covid19_ct.py.
+[-512, 512] scaled to [0, 1]. See sharp_unet_jax/data/datasets/covid19_ct.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:covid19_ct`.

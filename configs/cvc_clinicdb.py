@@ -2,12 +2,12 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR cvc_clinicdb
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR cvc_clinicdb
   python main.py --config=configs/cvc_clinicdb.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
 DIR holds Original/ and 'Ground Truth'/; see
-sharp_unet_jax/datasets/cvc_clinicdb.py.
+sharp_unet_jax/data/datasets/cvc_clinicdb.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:cvc_clinicdb`.

@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # --- Data -----------------------------------------------------------------
-  # TFDS name of the data set (registered by `sharp_unet_jax.datasets`).
+  # TFDS name of the data set (registered by `sharp_unet_jax.data.datasets`).
   config.dataset = 'synthetic_lesions'
   # TFDS data directory; None uses TFDS' default (~/tensorflow_datasets).
   config.data_dir = config_dict.placeholder(str)

@@ -2,11 +2,11 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR dsb2018
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR dsb2018
   python main.py --config=configs/dsb2018.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
-DIR holds stage1_train/; see sharp_unet_jax/datasets/dsb2018.py.
+DIR holds stage1_train/; see sharp_unet_jax/data/datasets/dsb2018.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:dsb2018`.

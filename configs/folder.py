@@ -1,7 +1,7 @@
 """Sharp U-Net on any folder of images and masks (`segmentation_folder`).
 
 `--config.data_dir=DIR` names the folder that holds `images/` and `masks/`
-(files paired by stem; see sharp_unet_jax/datasets/segmentation_folder.py).
+(files paired by stem; see sharp_unet_jax/data/datasets/segmentation_folder.py).
 It is both the TFDS manual folder and the TFDS data dir: `manual_dir` refers
 to `data_dir`, so the data set is built on first use into
 `DIR/segmentation_folder/<config>/1.0.0/`, beside images/ and masks/, and

@@ -2,12 +2,12 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR isbi2012
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR isbi2012
   python main.py --config=configs/isbi2012.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
 DIR holds train-volume.tif and train-labels.tif; images are resized from
-512x512 as in the paper. See sharp_unet_jax/datasets/isbi2012.py.
+512x512 as in the paper. See sharp_unet_jax/data/datasets/isbi2012.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:isbi2012`.

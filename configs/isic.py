@@ -2,12 +2,12 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR isic2018
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR isic2018
   python main.py --config=configs/isic.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
 Put the official zip files (or extracted folders) in DIR, or build with
-`isic2018/download=True`; see sharp_unet_jax/datasets/isic2018.py.
+`isic2018/download=True`; see sharp_unet_jax/data/datasets/isic2018.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:isic`.

@@ -2,11 +2,11 @@
 
 Build the data set once, then train (DIR = the downloaded source files):
 
-  python -m sharp_unet_jax.datasets.build --manual_dir=DIR lung_ct
+  python -m sharp_unet_jax.data.datasets.build --manual_dir=DIR lung_ct
   python main.py --config=configs/lung_ct.py --workdir=WORKDIR
 
 (or pass `--config.manual_dir=DIR` to main.py, which builds it on first use).
-DIR holds 2d_images/ and 2d_masks/; see sharp_unet_jax/datasets/lung_ct.py.
+DIR holds 2d_images/ and 2d_masks/; see sharp_unet_jax/data/datasets/lung_ct.py.
 
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:lung_ct`.

@@ -9,7 +9,7 @@ package) pulls in neither Flax nor TensorFlow until they are used:
 import importlib
 
 # Public name -> the submodule that defines it.
-_EXPORTS = {'SharpBlock': 'sharp_block', 'UNet': 'models'}
+_EXPORTS = {'SharpBlock': 'model.sharp_block', 'UNet': 'model.models'}
 
 __all__ = list(_EXPORTS)
 

@@ -30,8 +30,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from sharp_unet_jax import aot_steps, cli, targets
+from sharp_unet_jax import cli
+from sharp_unet_jax.compilation import targets
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import aot_steps
 
 FLAGS = flags.FLAGS
 

@@ -21,8 +21,9 @@ import time
 import jax
 import numpy as np
 
-from sharp_unet_jax import augment, input_pipeline, train
+from sharp_unet_jax.data import augment, input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import train
 
 
 def _seconds_per_call(fn, steps: int) -> float:

@@ -107,7 +107,7 @@ def load_split(name: str, split: str, data_dir: str | None):
   """Builds (if needed) and loads a TFDS split as numpy (images, masks)."""
   import tensorflow_datasets as tfds
 
-  from sharp_unet_jax import data_source  # Registers the builders.
+  from sharp_unet_jax.data import data_source  # Registers the builders.
 
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare()

@@ -14,8 +14,6 @@ and reports step_time_ratio (model over M) and the per-round ratios.
 `python -m sharp_unet_jax.peer_benchmark` compares with the paper's Keras model.
 """
 
-import functools
-import importlib
 import json
 import os
 import resource
@@ -29,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-MODES = ('train', 'infer', 'tiled', 'pipeline')
+MODES = ('train', 'infer', 'pipeline')
 
 
 def parse_size(values) -> tuple[int, int]:
@@ -167,7 +165,7 @@ class TrainBench:
   """A compiled train step over random data; `step()` runs one update."""
 
   def __init__(self, config, seed: int = 0):
-    from sharp_unet_jax import train  # noqa: PLC0415
+    from sharp_unet_jax.training import train  # noqa: PLC0415
 
     self.config = config
     self.trainer = train.Trainer(config)
@@ -192,7 +190,7 @@ class InferBench:
   """Compiled `Trainer.predict` over a random batch."""
 
   def __init__(self, config, seed: int = 0):
-    from sharp_unet_jax import train  # noqa: PLC0415
+    from sharp_unet_jax.training import train  # noqa: PLC0415
 
     self.config = config
     self.trainer = train.Trainer(config)
@@ -273,85 +271,6 @@ def compare_models(
   }
 
 
-def _tile_starts(size: int, tile: int) -> list[int]:
-  """Tile origins covering [0, size); the last tile is flush with the edge."""
-  starts = list(range(0, max(size - tile, 0) + 1, tile))
-  if starts[-1] + tile < size:
-    starts.append(size - tile)
-  return starts
-
-
-def bench_tiled(config, tile_size, steps: int, warmup: int, peak_gflops) -> dict:
-  """Times whole-image prediction by tiles of the model's input size.
-
-  Uses `sharp_unet_jax.inference.predict_tiled(apply_fn, params, images,
-  tile_size)` when that module provides it; otherwise a minimal tiler here:
-  tiles flush with the edges, all tiles of a batch in one forward pass,
-  overlaps resolved by the last tile written.
-  """
-  height, width = config.image_size
-  tile_config = make_config(
-    config.model,
-    tile_size,
-    config.batch_size,
-    config.num_filters,
-    config.depth,
-    config.num_channels,
-    config.num_classes,
-    config.dtype,
-  )
-  from sharp_unet_jax import train  # noqa: PLC0415
-
-  trainer = train.Trainer(tile_config)
-  params = trainer.initial_state().params
-  images = jnp.asarray(random_batch(config, np.random.default_rng(0))['image'])
-  try:
-    inference = importlib.import_module('sharp_unet_jax.inference')
-  except ImportError:
-    inference = None
-  tiler = 'local'
-  if inference is not None and hasattr(inference, 'predict_tiled'):
-    tiler = 'sharp_unet_jax.inference.predict_tiled'
-    predict = functools.partial(
-      inference.predict_tiled, trainer.model.apply, params, tile_size=tile_size
-    )
-    flops = float('nan')
-    start = time.perf_counter()
-    block(predict(images))
-    compile_s = time.perf_counter() - start
-  else:
-    th, tw = tile_size
-    origins = [
-      (i, j) for i in _tile_starts(height, th) for j in _tile_starts(width, tw)
-    ]
-
-    def tiled(params, images):
-      tiles = jnp.stack([images[:, i : i + th, j : j + tw] for i, j in origins], 1)
-      tiles = tiles.reshape(-1, th, tw, images.shape[-1])
-      logits = trainer.model.apply({'params': params}, tiles)
-      logits = logits.reshape(images.shape[0], len(origins), th, tw, -1)
-      out = jnp.zeros((*images.shape[:3], logits.shape[-1]), logits.dtype)
-      for k, (i, j) in enumerate(origins):
-        out = out.at[:, i : i + th, j : j + tw].set(logits[:, k])
-      return out
-
-    start = time.perf_counter()
-    compiled = (
-      jax.jit(tiled, compiler_options=trainer.compiler_options)
-      .lower(params, images)
-      .compile()
-    )
-    compile_s = time.perf_counter() - start
-    flops = cost_flops(compiled)
-    predict = functools.partial(compiled, params)
-  for _ in range(warmup):
-    block(predict(images))
-  times = time_calls(lambda: predict(images), steps)
-  result = _summarise(times, config.batch_size, flops, peak_gflops)
-  result.update(compile_s=compile_s, tiler=tiler, tile_size=list(tile_size))
-  return result
-
-
 def bench_pipeline(config, steps: int, warmup: int, rounds: int = 3) -> dict:
   """Input throughput against the train step's consumption, side by side.
 
@@ -360,7 +279,7 @@ def bench_pipeline(config, steps: int, warmup: int, rounds: int = 3) -> dict:
   and `steps` train steps of the same config on one batch, and compares the
   medians: input_over_step > 1 means the input keeps ahead of the step.
   """
-  from sharp_unet_jax import input_pipeline  # noqa: PLC0415
+  from sharp_unet_jax.data import input_pipeline  # noqa: PLC0415
 
   bench = TrainBench(config)
   start = time.perf_counter()
@@ -407,7 +326,6 @@ def run(
   mode: str = 'train',
   steps: int = 20,
   warmup: int = 2,
-  tile_size=None,
   matmul_size: int = 2048,
   baseline_model: Optional[str] = None,
   rounds: int = 5,
@@ -415,6 +333,8 @@ def run(
   **config_kwargs,
 ) -> dict:
   """Runs one benchmark and returns its result dict (see the module doc)."""
+  if mode not in MODES:
+    raise ValueError(f'Unknown mode {mode!r}; use one of {MODES}.')
   config = make_config(**config_kwargs)
   if baseline_model and mode not in ('train', 'infer'):
     raise ValueError('--baseline_model needs --mode=train or infer.')
@@ -426,14 +346,8 @@ def run(
     result = compare_models(config, baseline_model, mode, steps, rounds, warmup)
   elif mode in ('train', 'infer'):
     result = bench_model(config, mode, steps, warmup, peak, log_every)
-  elif mode == 'tiled':
-    height, width = config.image_size
-    tile = tuple(tile_size) if tile_size else (height // 2, width // 2)
-    result = bench_tiled(config, tile, steps, warmup, peak)
-  elif mode == 'pipeline':
-    result = bench_pipeline(config, steps, warmup, rounds)
   else:
-    raise ValueError(f'Unknown mode {mode!r}; use one of {MODES}.')
+    result = bench_pipeline(config, steps, warmup, rounds)
   result.update(
     mode=mode,
     model=config.model,
@@ -457,7 +371,6 @@ def main(argv) -> None:
     mode=flags.FLAGS.mode,
     steps=flags.FLAGS.steps,
     warmup=flags.FLAGS.warmup,
-    tile_size=parse_size(flags.FLAGS.tile_size) if flags.FLAGS.tile_size else None,
     matmul_size=flags.FLAGS.matmul_size,
     baseline_model=flags.FLAGS.baseline_model,
     rounds=flags.FLAGS.rounds,
@@ -492,9 +405,6 @@ def define_flags() -> None:
   flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute.')
   flags.DEFINE_string('data_dir', None, 'TFDS data dir (pipeline mode).')
   flags.DEFINE_string('dataset', 'synthetic_lesions', 'TFDS data set.')
-  flags.DEFINE_list(
-    'tile_size', None, 'Tiled mode: tile H[,W]; default half of image_size.'
-  )
   flags.DEFINE_string(
     'compilation_cache_dir', None, 'JAX persistent compilation cache folder.'
   )

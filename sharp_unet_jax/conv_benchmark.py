@@ -26,7 +26,8 @@ import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import benchmark, xla_options
+from sharp_unet_jax import benchmark
+from sharp_unet_jax.compilation import xla_options
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 PARTS = ('forward', 'data_grad', 'weight_grad')

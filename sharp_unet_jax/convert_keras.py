@@ -30,9 +30,11 @@ from absl import logging
 import jax
 import numpy as np
 
-from sharp_unet_jax import checkpointing, restore, sharp_block, train
+from sharp_unet_jax import workdirs
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.keras_io import KerasLayer, read_keras_model
+from sharp_unet_jax.interop.keras_io import KerasLayer, read_keras_model
+from sharp_unet_jax.model import sharp_block
+from sharp_unet_jax.training import checkpointing, restore, train
 
 # Keras layers without weights that do not change inference outputs.
 _PASSIVE_KINDS = frozenset(
@@ -266,7 +268,7 @@ def convert(keras_model: str, config, workdir: str, use_keras: bool = True) -> d
       or a workdir that already holds checkpoints.
   """
   trainer = train.Trainer(config)  # Checks the config first.
-  workdir = train.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
   if manager.latest_step() is not None:
     raise UserError(
@@ -286,7 +288,7 @@ def convert(keras_model: str, config, workdir: str, use_keras: bool = True) -> d
   # converted parameters, so resuming and restoring see the usual layout.
   state = trainer.initial_state()
   state = state.replace(params=jax.device_put(params, trainer.replicated))
-  train.write_json_atomically(os.path.join(workdir, 'config.json'), config.to_dict())
+  workdirs.write_json_atomically(os.path.join(workdir, 'config.json'), config.to_dict())
   checkpointing.save(manager, 0, state, force=True)
   manager.wait_until_finished()
   manager.close()

@@ -42,20 +42,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from PIL import Image
 
-from sharp_unet_jax import (
-  cli,
-  distributed,
-  image_io,
-  input_pipeline,
-  meshes,
-  metrics,
-  per_image_metrics,
-  restore,
-  train,
-  visualize,
-  xla_options,
-)
+from sharp_unet_jax import cli, workdirs
+from sharp_unet_jax.compilation import meshes, xla_options
+from sharp_unet_jax.data import image_io, input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import metrics, per_image_metrics, visualize
+from sharp_unet_jax.training import distributed, restore
 
 FLAGS = flags.FLAGS
 SCORES = per_image_metrics.SCORE_NAMES
@@ -429,7 +421,7 @@ def write_reports(output_dir: str, rows: list[dict], summary: dict) -> None:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  train.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
+  workdirs.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
   with open(os.path.join(output_dir, 'summary.md'), 'w') as f:
     f.write(markdown(summary))
 

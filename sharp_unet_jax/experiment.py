@@ -47,16 +47,11 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from sharp_unet_jax import (
-  evaluate,
-  experiment_report,
-  input_pipeline,
-  per_image_metrics,
-  replicas,
-  restore,
-  train,
-)
+from sharp_unet_jax import evaluate, replicas, workdirs
+from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import experiment_report, per_image_metrics
+from sharp_unet_jax.training import restore, train
 
 MODELS = experiment_report.MODELS
 
@@ -146,7 +141,7 @@ def per_image_scores(directory: str, test_data) -> dict:
     'jaccard': [p[0] for p in pairs],
     'dice': [p[1] for p in pairs],
   }
-  train.write_json_atomically(path, scores)
+  workdirs.write_json_atomically(path, scores)
   return scores
 
 
@@ -218,14 +213,14 @@ def run_experiment(
   """
   if seeds <= 0:
     raise UserError(f'--seeds must be positive, got {seeds}.')
-  workdir = train.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   train.check_config(config)
   if vmap:
     replicas.check_supported(config)
   seconds = train_runs(config, workdir, models, seeds, vmap)
   summary = summarize(config, workdir, models, seeds, seconds)
   summary['vmap'] = bool(vmap)
-  train.write_json_atomically(os.path.join(workdir, 'results.json'), summary)
+  workdirs.write_json_atomically(os.path.join(workdir, 'results.json'), summary)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write(experiment_report.markdown(summary))
   return summary

@@ -38,37 +38,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import cli, restore
+from sharp_unet_jax import cli
+from sharp_unet_jax.data import channels
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import restore
 
 FORMATS = ('stablehlo', 'saved_model')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 INPUT_DTYPES = ('uint8', 'uint16')
 STABLEHLO_FILE = 'predictor.stablehlo'
 SPEC_FILE = 'predictor.json'
-# ITU-R 601 luma weights, as input_pipeline.to_channels uses them.
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def convert_channels(images: jax.Array, channels: int) -> jax.Array:
-  """Converts (..., C) float pixel values to `channels` channels.
-
-  Mirrors `input_pipeline.to_channels`: alpha is dropped, grey is repeated to
-  RGB and RGB becomes grey by the rounded luma.
-
-  Raises:
-    UserError: for a conversion the training data never makes.
-  """
-  have = original = images.shape[-1]
-  if have == 4 and channels != 4:
-    images, have = images[..., :3], 3
-  if have == channels:
-    return images
-  if have == 1 and channels == 3:
-    return jnp.repeat(images, 3, axis=-1)
-  if have == 3 and channels == 1:
-    return jnp.round(images @ jnp.asarray(_LUMA))[..., None]
-  raise UserError(f'Cannot convert images with {original} channels to {channels}.')
 
 
 def make_predictor(
@@ -89,7 +68,7 @@ def make_predictor(
   scale = float(np.iinfo(np.dtype(input_dtype)).max)
 
   def predict(params, images):
-    pixels = convert_channels(images.astype(jnp.float32), config.num_channels)
+    pixels = channels.to_channels(images.astype(jnp.float32), config.num_channels)
     logits = restored.apply(params, pixels / scale)
     if config.num_classes == 1:
       return jax.nn.sigmoid(logits)
@@ -284,7 +263,7 @@ def export(
   input_channels = int(input_channels) or int(restored.config.num_channels)
   if input_channels not in (1, 3, 4):
     raise UserError(f'--input_channels={input_channels}: use 1, 3 or 4.')
-  convert_channels(jnp.zeros((1, input_channels)), restored.config.num_channels)
+  channels.to_channels(jnp.zeros((1, input_channels)), restored.config.num_channels)
   os.makedirs(output, exist_ok=True)
   _EXPORTERS[export_format](restored, output, input_channels, input_dtype, platforms)
   spec = _spec(restored, export_format, input_channels, input_dtype, platforms)

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sharp_unet_jax import cli, sharp_block
-from sharp_unet_jax.datasets import synthetic_lesions
+from sharp_unet_jax import cli
+from sharp_unet_jax.data.datasets import synthetic_lesions
+from sharp_unet_jax.model import sharp_block
 
 
 def _to_uint8(panel: np.ndarray, symmetric: bool) -> np.ndarray:

@@ -21,7 +21,9 @@ from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from sharp_unet_jax import aot, aot_steps, cli, targets, train  # noqa: E402
+from sharp_unet_jax import aot, cli  # noqa: E402
+from sharp_unet_jax.compilation import targets  # noqa: E402
+from sharp_unet_jax.training import aot_steps, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +58,7 @@ def keras_report(config, target, trainer) -> dict:
   """Compiles the Keras model's train step for the target; its summary."""
   import keras  # noqa: PLC0415
 
-  from sharp_unet_jax import keras_reference  # noqa: PLC0415
+  from sharp_unet_jax.interop import keras_reference  # noqa: PLC0415
 
   model = keras_reference.build_keras_unet(
     (*config.image_size, config.num_channels),

@@ -33,7 +33,7 @@ class KerasBench:
   def __init__(self, config, mode: str, jit_compile='auto', seed: int = 0):
     import tensorflow as tf  # noqa: PLC0415
 
-    from sharp_unet_jax import keras_reference  # noqa: PLC0415
+    from sharp_unet_jax.interop import keras_reference  # noqa: PLC0415
 
     height, width = config.image_size
     self.model = keras_reference.build_keras_unet(

@@ -42,15 +42,11 @@ from PIL import Image
 import tifffile
 import tqdm
 
-from sharp_unet_jax import (
-  cli,
-  distributed,
-  image_io,
-  inference,
-  restore,
-  visualize,
-)
+from sharp_unet_jax import cli
+from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
+from sharp_unet_jax.evaluation import inference, visualize
+from sharp_unet_jax.training import distributed, restore
 
 FLAGS = flags.FLAGS
 

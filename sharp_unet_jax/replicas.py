@@ -41,17 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import (
-  checkpointing,
-  input_pipeline,
-  losses,
-  schedules,
-  steps,
-  train,
-  weight_map,
-  xla_options,
-)
+from sharp_unet_jax import workdirs
+from sharp_unet_jax.compilation import xla_options
+from sharp_unet_jax.data import input_pipeline, weight_map
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, losses, schedules, steps, train
 
 
 def check_supported(config) -> None:
@@ -135,7 +129,7 @@ def train_replicas(
     train_data = weight_map.split_weight_maps(train_data, config)
   seed_array = jnp.asarray(seeds, jnp.int32)
 
-  manager = checkpointing.create_manager(train.prepare_workdir(state_dir), 1)
+  manager = checkpointing.create_manager(workdirs.prepare(state_dir), 1)
   state = replicas.init(seed_array)
   if manager.latest_step() is not None:
     state = checkpointing.restore(manager, state)
@@ -173,9 +167,9 @@ def train_replicas(
 
 def _write_run(trainer, config, state, run_dir: str) -> dict:
   """Saves one replica like a sequential run and scores the test split."""
-  run_dir = train.prepare_workdir(run_dir)
+  run_dir = workdirs.prepare(run_dir)
   state = jax.device_put(state, trainer.replicated)
-  train.write_json_atomically(os.path.join(run_dir, 'config.json'), config.to_dict())
+  workdirs.write_json_atomically(os.path.join(run_dir, 'config.json'), config.to_dict())
   manager = checkpointing.create_manager(run_dir, config.max_checkpoints_to_keep)
   checkpointing.save(manager, int(state.step), state, force=True)
   manager.wait_until_finished()
@@ -191,7 +185,7 @@ def _write_run(trainer, config, state, run_dir: str) -> dict:
     model=config.model,
     mode='vmap',
   )
-  train.write_json_atomically(os.path.join(run_dir, 'test_metrics.json'), results)
+  workdirs.write_json_atomically(os.path.join(run_dir, 'test_metrics.json'), results)
   return results
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import aot_steps, hlo_stats, targets, train, xla_options
+from sharp_unet_jax.compilation import hlo_stats, targets, xla_options
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import aot_steps, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = ('tpu:v5e:2x2', 'gpu:h100:4')

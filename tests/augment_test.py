@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from configs import default
-from sharp_unet_jax import augment
+from sharp_unet_jax.data import augment
 
 SIZE = 128
 

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import tifffile
 
-from sharp_unet_jax.datasets import common, layout, splits
+from sharp_unet_jax.data.datasets import common, layout, splits
 from sharp_unet_jax.errors import BadDataError, UserError
 
 

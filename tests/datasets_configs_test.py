@@ -5,8 +5,8 @@ import importlib
 import pytest
 import tensorflow_datasets as tfds
 
-import sharp_unet_jax.datasets  # noqa: F401  (registers the builders)
-from sharp_unet_jax.datasets import splits
+import sharp_unet_jax.data.datasets  # noqa: F401  (registers the builders)
+from sharp_unet_jax.data.datasets import splits
 
 # config file: (dataset, image_size, num_channels, num_classes), from the paper.
 PAPER = {

@@ -11,9 +11,9 @@ from tensorflow_datasets.scripts.cli import build as tfds_build
 from tensorflow_datasets.scripts.cli import cli_utils
 import tifffile
 
-from sharp_unet_jax import data_source
-from sharp_unet_jax.datasets import build as build_module
-from sharp_unet_jax.datasets import segmentation_folder
+from sharp_unet_jax.data import data_source
+from sharp_unet_jax.data.datasets import build as build_module
+from sharp_unet_jax.data.datasets import segmentation_folder
 from sharp_unet_jax.errors import BadDataError
 
 
@@ -144,7 +144,7 @@ def test_infer_num_classes_rules():
 
 
 def test_build_module_runs_tfds_build_with_builder_options(tmp_path, capsys):
-  """`python -m sharp_unet_jax.datasets.build` builds; bad data exits 2."""
+  """`python -m sharp_unet_jax.data.datasets.build` builds; bad data exits 2."""
   folder = tmp_path / 'f'
   write_mixed(folder)
   (folder / 'images' / 'a_rgb.png').write_bytes(b'')

@@ -9,8 +9,8 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from sharp_unet_jax import data_source
-from sharp_unet_jax.datasets import isic2018
+from sharp_unet_jax.data import data_source
+from sharp_unet_jax.data.datasets import isic2018
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 TRAIN_IDS = [f'ISIC_{i:07d}' for i in range(8)]

@@ -9,9 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 import tifffile
 
-from sharp_unet_jax import data_source
-import sharp_unet_jax.datasets  # noqa: F401  (registers the builders)
-from sharp_unet_jax.datasets import splits
+from sharp_unet_jax.data import data_source
+import sharp_unet_jax.data.datasets  # noqa: F401  (registers the builders)
+from sharp_unet_jax.data.datasets import splits
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 SIZE = 32
@@ -140,8 +140,8 @@ def test_missing_data_names_files_source_and_next_commands(tmp_path, make_dir):
   message = str(error.value)
   assert '2d_images/*.tif and 2d_masks/*.tif' in message
   assert 'kaggle.com/datasets/kmader/finding-lungs-in-ct-data' in message
-  assert f'sharp_unet_jax.datasets.build --manual_dir={manual}' in message
-  assert 'tfds build --imports sharp_unet_jax.datasets' in message
+  assert f'sharp_unet_jax.data.datasets.build --manual_dir={manual}' in message
+  assert 'tfds build --imports sharp_unet_jax.data.datasets' in message
   assert 'python main.py --config=configs/lung_ct.py' in message
   assert '\n' not in message
 

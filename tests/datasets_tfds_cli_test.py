@@ -1,4 +1,4 @@
-"""TFDS' own `tfds build --imports sharp_unet_jax.datasets` builds our data sets."""
+"""TFDS' own `tfds build --imports sharp_unet_jax.data.datasets` builds them."""
 
 import os
 import shutil
@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tifffile
 
-from sharp_unet_jax import data_source
-import sharp_unet_jax.datasets  # noqa: F401
+from sharp_unet_jax.data import data_source
+import sharp_unet_jax.data.datasets  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def test_tfds_build_command_builds_lung_ct(tmp_path):
     [
       tfds_program,
       'build',
-      '--imports=sharp_unet_jax.datasets',
+      '--imports=sharp_unet_jax.data.datasets',
       f'--manual_dir={manual}',
       f'--data_dir={tmp_path / "data"}',
       'lung_ct',

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from sharp_unet_jax.datasets import covid19_ct
+from sharp_unet_jax.data.datasets import covid19_ct
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 PAGES, SIDE = 10, 16

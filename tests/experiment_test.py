@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sharp_unet_jax import experiment, experiment_report, restore, train
+from sharp_unet_jax import experiment
+from sharp_unet_jax.evaluation import experiment_report
+from sharp_unet_jax.training import restore, train
 
 
 def small_config(tfds_dir):
@@ -122,14 +124,37 @@ def test_paired_comparison_matches_scipy():
   assert same['wilcoxon_p'] == 1.0 and same['ci95'] == [0.0, 0.0]
 
 
-def test_paper_numbers_for_the_six_data_sets():
+# The paper's published table (Zunair and Ben Hamza 2021), as printed: mean +- std
+# over 5 runs, in %.
+PAPER_TABLE = """
+| Lung | 94.75 +- 0.58 | 95.22 +- 0.67 | 97.03 +- 0.31 | 97.25 +- 0.36 |
+| DSB-2018 | 84.95 +- 0.26 | 85.26 +- 0.27 | 91.47 +- 0.18 | 91.75 +- 0.15 |
+| ISIC-2018 | 74.74 +- 4.46 | 76.07 +- 1.03 | 83.25 +- 3.73 | 84.34 +- 0.86 |
+| COVID-19 CT | 85.25 +- 1.96 | 87.39 +- 3.07 | 91.85 +- 1.17 | 93.01 +- 1.85 |
+| ISBI-2012 | 83.95 +- 3.47 | 87.00 +- 4.95 | 91.23 +- 2.11 | 92.96 +- 2.95 |
+| CVC-ClinicDB | 70.02 +- 9.37 | 75.89 +- 2.07 | 78.75 +- 8.11 | 83.65 +- 1.88 |
+"""
+COLUMNS = [('unet', 'jaccard'), ('sharp_unet', 'jaccard'), ('unet', 'dice')]
+COLUMNS += [('sharp_unet', 'dice')]
+TFDS_NAMES = {
+  'Lung': 'lung_ct',
+  'DSB-2018': 'dsb2018',
+  'ISIC-2018': 'isic2018/default',
+  'COVID-19 CT': 'covid19_ct:1.0.0',
+  'ISBI-2012': 'isbi2012',
+  'CVC-ClinicDB': 'cvc_clinicdb',
+}
+
+
+def test_paper_numbers_are_the_published_table():
   assert experiment_report.paper_numbers('synthetic_lesions/small') is None
-  dsb = experiment_report.paper_numbers('dsb2018')
-  assert dsb['dataset'] == 'DSB-2018'
-  assert dsb['models']['sharp_unet']['dice'] == {'mean': 91.75, 'std': 0.15}
-  assert dsb['models']['unet']['jaccard'] == {'mean': 84.95, 'std': 0.26}
-  for name in ('lung_ct', 'isic2018', 'covid19_ct', 'isbi2012', 'cvc_clinicdb'):
-    assert experiment_report.paper_numbers(name) is not None
+  rows = [line.strip('| ').split(' | ') for line in PAPER_TABLE.strip().splitlines()]
+  for label, *cells in rows:
+    got = experiment_report.paper_numbers(TFDS_NAMES[label])
+    assert got['dataset'] == label
+    for (model, metric), cell in zip(COLUMNS, cells, strict=True):
+      mean, std = (float(v) for v in cell.split(' +- '))
+      assert got['models'][model][metric] == {'mean': mean, 'std': std}, label
 
 
 def test_bad_models_fail_clearly():

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import checkpointing, export, restore, train
+from sharp_unet_jax import export
+from sharp_unet_jax import workdirs as workdir_files
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, restore, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,8 +34,10 @@ def make_workdir(path, num_classes):
     state.params,
   )
   state = state.replace(params=jax.device_put(params, trainer.replicated))
-  workdir = train.prepare_workdir(str(path))
-  train.write_json_atomically(os.path.join(workdir, 'config.json'), config.to_dict())
+  workdir = workdir_files.prepare(str(path))
+  workdir_files.write_json_atomically(
+    os.path.join(workdir, 'config.json'), config.to_dict()
+  )
   manager = checkpointing.create_manager(workdir)
   checkpointing.save(manager, 0, state, force=True)
   manager.wait_until_finished()
@@ -166,7 +170,7 @@ def test_grey_input_and_bad_shapes_and_arguments(workdirs, tmp_path):
   with pytest.raises(UserError, match='config.json is missing'):
     export.export(str(tmp_path), str(tmp_path / 'y'), 'stablehlo')
   with pytest.raises(UserError, match='Cannot convert images with 4 channels to 2'):
-    export.convert_channels(np.zeros((1, 4), np.float32), 2)
+    export.channels.to_channels(np.zeros((1, 4), np.float32), 2)
 
 
 def grouped_convolutions(mlir: str) -> int:

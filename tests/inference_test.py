@@ -9,7 +9,9 @@ import optax
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import inference, input_pipeline, models
+from sharp_unet_jax.data import input_pipeline
+from sharp_unet_jax.evaluation import inference
+from sharp_unet_jax.model import models
 
 TILE = (32, 32)
 

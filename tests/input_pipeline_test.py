@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sharp_unet_jax import data_source, input_pipeline
+from sharp_unet_jax.data import channels, data_source, input_pipeline
 from sharp_unet_jax.errors import UserError
 
 
@@ -53,11 +53,11 @@ def test_normalize_uses_the_dtype_range():
 
 def test_channel_conversions():
   grey = np.full((1, 2, 2, 1), 7, np.uint8)
-  assert input_pipeline.to_channels(grey, 3).shape == (1, 2, 2, 3)
+  assert channels.to_channels(grey, 3).shape == (1, 2, 2, 3)
   rgba = np.full((1, 2, 2, 4), 9, np.uint8)
-  assert input_pipeline.to_channels(rgba, 3).shape == (1, 2, 2, 3)
+  assert channels.to_channels(rgba, 3).shape == (1, 2, 2, 3)
   rgb = np.full((1, 2, 2, 3), 100, np.uint8)
-  assert input_pipeline.to_channels(rgb, 1)[0, 0, 0, 0] == 100
+  assert channels.to_channels(rgb, 1)[0, 0, 0, 0] == 100
 
 
 def test_check_batch_size_message():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import losses
+from sharp_unet_jax.training import losses
 
 
 def test_binary_cross_entropy_matches_formula():
@@ -44,12 +44,13 @@ def test_weights_exclude_pixels():
   )
 
 
-def test_combined_is_sum_and_unknown_name_fails():
-  logits = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
-  labels = (jax.random.uniform(jax.random.key(1), (2, 4, 4)) > 0.5).astype(jnp.int32)
+def test_combined_by_hand_and_unknown_name_fails():
+  # p = 0.5 everywhere, half the pixels foreground: cross-entropy ln 2; soft
+  # Dice (2 * 1 + 1) / (2 + 2 + 1) = 0.6, so its loss is 0.4.
+  logits = jnp.zeros((1, 2, 2, 1))
+  labels = jnp.array([[[1, 1], [0, 0]]])
   combined = losses.get_loss('cross_entropy_dice')(logits, labels)
-  expected = losses.cross_entropy(logits, labels) + losses.soft_dice(logits, labels)
-  assert float(combined) == pytest.approx(float(expected))
+  assert float(combined) == pytest.approx(np.log(2.0) + 0.4, rel=1e-6)
   with pytest.raises(ValueError, match="config.loss='l2'"):
     losses.get_loss('l2')
 

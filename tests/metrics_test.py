@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import metrics
+from sharp_unet_jax.evaluation import metrics
 
 
 def evaluate(pred, true, num_classes=2, valid=None):

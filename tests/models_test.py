@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sharp_unet_jax import models
+from sharp_unet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,14 +46,34 @@ def test_logits_shape_and_dtype():
   assert logits.shape == (2, 24, 16, 4) and logits.dtype == jnp.float32
 
 
-def test_sharp_and_plain_differ_only_in_skip_filtering():
+def hand_sharpened(features):
+  """Each channel filtered by the Laplacian sharpening kernel, zero padded."""
+  kernel = -np.ones((3, 3))
+  kernel[1, 1] = 8.0
+  padded = np.pad(features, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = np.zeros_like(features)
+  height, width = features.shape[1:3]
+  for di in range(3):
+    for dj in range(3):
+      out += kernel[di, dj] * padded[:, di : di + height, dj : dj + width]
+  return out
+
+
+@pytest.mark.parametrize('implementation', ['reference', 'cpu_fast'])
+def test_each_skip_connection_is_the_hand_sharpened_encoder_output(implementation):
   x = jax.random.uniform(jax.random.key(3), (1, 16, 16, 3))
-  sharp = models.UNet(num_filters=4, depth=2)
+  model = models.UNet(num_filters=4, depth=2, implementation=implementation)
+  params = model.init(jax.random.key(0), x)['params']
+  _, state = model.apply({'params': params}, x, capture_intermediates=True)
+  seen = state['intermediates']
+  for level in range(2):
+    encoder = np.asarray(seen[f'encoder_{level}']['__call__'][0])
+    skip = np.asarray(seen[f'sharp_{level}']['__call__'][0])
+    np.testing.assert_allclose(skip, hand_sharpened(encoder), rtol=1e-5, atol=1e-5)
+  # The plain U-Net with the same parameters concatenates the raw features.
   plain = models.UNet(num_filters=4, depth=2, sharp_kernel=None)
-  params = sharp.init(jax.random.key(0), x)['params']
-  out_sharp = sharp.apply({'params': params}, x)
-  out_plain = plain.apply({'params': params}, x)
-  assert not np.allclose(out_sharp, out_plain)
+  _, state = plain.apply({'params': params}, x, capture_intermediates=True)
+  assert not any(name.startswith('sharp_') for name in state['intermediates'])
 
 
 def test_default_initialiser_is_glorot_uniform_with_zero_biases():
@@ -99,7 +119,7 @@ def test_summary_cli_prints_trainable_params_last():
     [
       sys.executable,
       '-m',
-      'sharp_unet_jax.models',
+      'sharp_unet_jax.model.models',
       '--config=configs/default.py',
       '--config.num_filters=32',
       '--config.num_channels=1',

@@ -85,7 +85,7 @@ def test_every_import_is_declared():
 
 def test_the_model_needs_only_the_base_install():
   base = declared(extras=())
-  model = [ROOT / 'sharp_unet_jax' / f'{m}.py' for m in MODEL_MODULES]
+  model = [ROOT / 'sharp_unet_jax' / 'model' / f'{m}.py' for m in MODEL_MODULES]
   for name, dists in distributions(third_party_imports(model)).items():
     assert dists & set(base), f'{name} is imported by the model but not a base dep'
 
@@ -109,7 +109,7 @@ def test_import_is_cheap_and_exports_the_model():
     'import sys, sharp_unet_jax as s;'
     "print(sorted(m for m in ('flax', 'tensorflow') if m in sys.modules));"
     'from sharp_unet_jax import SharpBlock, UNet;'
-    'from sharp_unet_jax import models, sharp_block;'
+    'from sharp_unet_jax.model import models, sharp_block;'
     'print(UNet is models.UNet, SharpBlock is sharp_block.SharpBlock);'
     "print('tensorflow' in sys.modules, hasattr(s, 'Nope'))"
   )

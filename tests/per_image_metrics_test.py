@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from sharp_unet_jax import per_image_metrics as pim
+from sharp_unet_jax.evaluation import per_image_metrics as pim
 
 
 def brute_force_boundary(mask):

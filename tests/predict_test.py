@@ -12,8 +12,10 @@ import pytest
 import tifffile
 
 from configs import tiny
-from sharp_unet_jax import checkpointing, image_io, predict, train
+from sharp_unet_jax import predict, workdirs
+from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
+from sharp_unet_jax.training import checkpointing, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +30,7 @@ def workdir(tmp_path_factory):
   checkpointing.save(manager, 1, state)
   manager.wait_until_finished()
   manager.close()
-  train.write_json_atomically(os.path.join(path, 'config.json'), config.to_dict())
+  workdirs.write_json_atomically(os.path.join(path, 'config.json'), config.to_dict())
   return path
 
 

@@ -8,7 +8,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 import numpy as np
 import pytest
 
-from sharp_unet_jax import prefetch
+from sharp_unet_jax.data import prefetch
 
 DELAY = 0.15
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import two_processes
 
-from sharp_unet_jax import checkpointing, train
+from sharp_unet_jax.training import checkpointing, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8
@@ -140,7 +140,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tiny_config, tmp_path):
   crash = textwrap.dedent(f"""
     import os
     import numpy as np
-    from sharp_unet_jax import checkpointing
+    from sharp_unet_jax.training import checkpointing
     manager = checkpointing.create_manager({workdir!r})
     big = {{'x': np.random.default_rng(0).normal(size=(4000, 4000)).astype('float32')}}
     checkpointing.save(manager, 3, big)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import sharp_block
+from sharp_unet_jax.model import sharp_block
 
 
 def reference_depthwise(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -60,10 +60,16 @@ def test_block_has_no_parameters_or_state():
   assert jax.tree_util.tree_leaves(variables) == []
 
 
-def test_default_is_the_grouped_convolution_and_bad_names_fail():
-  x = jnp.ones((1, 8, 8, 3))
-  hlo = jax.jit(sharp_block.SharpBlock().apply).lower({}, x).as_text()
-  assert 'feature_group_count = 3' in hlo
+def test_every_implementation_is_the_hand_filtered_laplacian():
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 7, 9, 3)))
+  # Centre 8, each of the 8 neighbours -1, zero padding, channel by channel.
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  want = 9 * x - sum(
+    padded[:, i : i + 7, j : j + 9] for i in range(3) for j in range(3)
+  )
+  for name in (*sharp_block.IMPLEMENTATIONS, 'auto'):
+    got = sharp_block.SharpBlock(implementation=name).apply({}, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
   with pytest.raises(ValueError, match='implementation'):
     sharp_block.SharpBlock(implementation='fft').apply({}, x)
 

@@ -8,9 +8,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from sharp_unet_jax import baselines, data_source  # noqa: E402
-import sharp_unet_jax.datasets  # noqa: E402, F401
-from sharp_unet_jax.datasets import synthetic_lesions  # noqa: E402
+from sharp_unet_jax import baselines  # noqa: E402
+from sharp_unet_jax.data import data_source  # noqa: E402
+import sharp_unet_jax.data.datasets  # noqa: E402, F401
+from sharp_unet_jax.data.datasets import synthetic_lesions  # noqa: E402
 
 SPLITS = {'train': 64, 'validation': 16, 'test': 16}
 SIZE = 128

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from sharp_unet_jax import checkpointing, train
+from sharp_unet_jax import workdirs
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import checkpointing, train
 
 
 def restored_params(workdir, config):
@@ -18,11 +19,6 @@ def restored_params(workdir, config):
   manager = checkpointing.create_manager(workdir)
   state = checkpointing.restore(manager, trainer.initial_state())
   return jax.device_get(state.params), int(state.step)
-
-
-def test_runs_on_four_devices(tiny_config):
-  assert jax.device_count() == 4
-  assert tiny_config.batch_size % 4 == 0
 
 
 def test_end_to_end_writes_results_checkpoints_and_summaries(tiny_config, tmp_path):
@@ -102,4 +98,4 @@ def test_unwritable_workdir_fails_clearly(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a folder')
   with pytest.raises(UserError, match='is not a writable folder'):
-    train.prepare_workdir(str(blocker / 'sub'))
+    workdirs.prepare(str(blocker / 'sub'))

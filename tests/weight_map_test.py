@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from sharp_unet_jax import input_pipeline, losses, weight_map
+from sharp_unet_jax.data import input_pipeline, weight_map
+from sharp_unet_jax.training import losses
 
 
 def two_dots():

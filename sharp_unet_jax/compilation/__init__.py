@@ -1,0 +1,1 @@
+"""Compilation: the device mesh, XLA options, compile targets and HLO counts."""

@@ -1,0 +1,1 @@
+"""Data: TFDS builders, global batches, augmentation, weight maps, image reading."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, per-image scores, tiled inference, pictures, reports."""

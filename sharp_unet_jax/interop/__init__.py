@@ -1,0 +1,1 @@
+"""Interoperation with Keras: reading .h5/.keras files and the reference model."""

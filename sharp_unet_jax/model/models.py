@@ -1,0 +1,239 @@
+"""U-Net and Sharp U-Net as one Flax module.
+
+The topology follows the Keras reference of Sharp U-Net exactly: per encoder
+level two 3x3 conv + ReLU and a 2x2 max-pool; a bottleneck of two 3x3 conv +
+ReLU; per decoder level a 2x2 stride-2 transposed conv with no activation, a
+channel concatenation [upsampled, skip] and two 3x3 conv + ReLU; a 1x1 head.
+With `sharp_kernel` set, each skip connection first passes a `SharpBlock`.
+The model returns logits: one channel for sigmoid (binary) segmentation, K
+channels for softmax over K classes.
+
+Run as a module to print a parameter overview for a config:
+
+  python -m sharp_unet_jax.model.models --config=configs/default.py
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sharp_unet_jax.model import fast_layers, sharp_block
+
+Initializer = Callable[..., jax.Array]
+
+# config.implementation -> the form of each op (sharp_block.py, fast_layers.py).
+FORMS = {
+  'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
+  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
+  'auto': {'sharp': 'auto', 'pool': 'auto', 'upsample': 'auto'},
+}
+
+INITIALIZERS = {
+  # Keras' default, used by the paper.
+  'glorot_uniform': nn.initializers.glorot_uniform(),
+  # Flax's default.
+  'lecun_normal': nn.initializers.lecun_normal(),
+  # The U-Net paper's Gaussian with std sqrt(2 / fan_in).
+  'he_normal': nn.initializers.he_normal(),
+}
+
+
+class ConvPair(nn.Module):
+  """Two 3x3 'SAME' convolutions, each followed by ReLU."""
+
+  features: int
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = INITIALIZERS['glorot_uniform']
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(2):
+      x = nn.Conv(
+        self.features,
+        (3, 3),
+        padding='SAME',
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        bias_init=nn.initializers.zeros,
+      )(x)
+      x = nn.relu(x)
+    return x
+
+
+class UNet(nn.Module):
+  """U-Net with optional sharpened skip connections (Sharp U-Net).
+
+  Attributes:
+    num_classes: 1 for binary segmentation (sigmoid logits), K > 1 for K-class
+      segmentation (softmax logits).
+    num_filters: channels of the first level; level i has num_filters * 2**i.
+    depth: number of pooling levels (4 in the paper); input sides must be
+      divisible by 2**depth.
+    sharp_kernel: None for a plain U-Net, else the SharpBlock kernel ('laplacian'
+      in the paper, 'sharpen', 'blur' or a 3x3 array).
+    dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32 and
+      the logits are returned as float32.
+    kernel_init: initialiser of every convolution kernel; biases start at 0.
+    implementation: how the Sharp block, the 2x2 max-pool and the 2x2
+      up-convolution are computed: 'reference' (the design's grouped
+      convolution, nn.max_pool and transposed convolution), 'cpu_fast' (the
+      same results from fused shifted sums, strided slices and one dot: faster
+      on CPU, see fast_layers.py) or 'auto' (cpu_fast in programs compiled for
+      CPU, reference in those for GPU and TPU, decided per target platform
+      when the program is lowered).
+  """
+
+  num_classes: int = 1
+  num_filters: int = 32
+  depth: int = 4
+  sharp_kernel: Optional[sharp_block.KernelSpec] = 'laplacian'
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = INITIALIZERS['glorot_uniform']
+  implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
+    check_input_shape(x.shape, self.depth)
+    if self.implementation not in FORMS:
+      raise ValueError(
+        f'Unknown implementation {self.implementation!r}; use one of {sorted(FORMS)}.'
+      )
+    forms = FORMS[self.implementation]
+    conv_pair = functools.partial(
+      ConvPair, dtype=self.dtype, kernel_init=self.kernel_init
+    )
+    x = x.astype(self.dtype)
+
+    skips = []
+    for level in range(self.depth):
+      x = conv_pair(self.num_filters * 2**level, name=f'encoder_{level}')(x)
+      skips.append(x)
+      x = fast_layers.max_pool(x, forms['pool'])
+    x = conv_pair(self.num_filters * 2**self.depth, name='bottleneck')(x)
+
+    for level in reversed(range(self.depth)):
+      features = self.num_filters * 2**level
+      up = fast_layers.UpConv2x2(
+        features,
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        implementation=forms['upsample'],
+        name=f'upsample_{level}',
+      )
+      x = up(x)
+      skip = skips[level]
+      if self.sharp_kernel is not None:
+        skip = sharp_block.SharpBlock(
+          self.sharp_kernel, implementation=forms['sharp'], name=f'sharp_{level}'
+        )(skip)
+      x = jnp.concatenate([x, skip], axis=-1)
+      x = conv_pair(features, name=f'decoder_{level}')(x)
+
+    logits = nn.Conv(
+      self.num_classes,
+      (1, 1),
+      dtype=self.dtype,
+      kernel_init=self.kernel_init,
+      bias_init=nn.initializers.zeros,
+      name='head',
+    )(x)
+    return logits.astype(jnp.float32)
+
+
+def check_input_shape(shape, depth: int) -> None:
+  """Raises ValueError unless `shape` is NHWC with sides divisible by 2**depth."""
+  if len(shape) != 4:
+    raise ValueError(f'U-Net expects NHWC input, got shape {tuple(shape)}.')
+  factor = 2**depth
+  height, width = shape[1], shape[2]
+  if height % factor or width % factor:
+    raise ValueError(
+      f'Image sides must be divisible by 2**depth = {factor}; got '
+      f'{height}x{width}. Change image_size or depth.'
+    )
+
+
+MODELS = {
+  'sharp_unet': functools.partial(UNet, sharp_kernel='laplacian'),
+  'unet': functools.partial(UNet, sharp_kernel=None),
+}
+
+
+def create_model(config) -> UNet:
+  """Builds the model named by `config.model` from a training config.
+
+  Raises:
+    ValueError: for an unknown model, initialiser or dtype.
+  """
+  if config.model not in MODELS:
+    raise ValueError(
+      f'config.model={config.model!r} is unknown; use one of {sorted(MODELS)}.'
+    )
+  if config.kernel_init not in INITIALIZERS:
+    raise ValueError(
+      f'config.kernel_init={config.kernel_init!r} is unknown; use one of '
+      f'{sorted(INITIALIZERS)}.'
+    )
+  # Configs written before the key existed (config.json) mean 'auto'.
+  implementation = config.get('implementation', 'auto')
+  if implementation not in FORMS:
+    raise ValueError(
+      f'config.implementation={implementation!r} is unknown; use one of '
+      f'{sorted(FORMS)}.'
+    )
+  kwargs = {}
+  if config.model == 'sharp_unet':
+    kwargs['sharp_kernel'] = config.sharp_kernel
+  return MODELS[config.model](
+    num_classes=config.num_classes,
+    num_filters=config.num_filters,
+    depth=config.depth,
+    dtype=jnp.dtype(config.dtype),
+    kernel_init=INITIALIZERS[config.kernel_init],
+    implementation=implementation,
+    **kwargs,
+  )
+
+
+def init_params(model: UNet, config, rng: jax.Array):
+  """Initialises the parameters for the config's input shape."""
+  height, width = config.image_size
+  dummy = jnp.zeros((1, height, width, config.num_channels), jnp.float32)
+  return model.init(rng, dummy)['params']
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def _summary_main(argv) -> None:
+  """Prints the parameter overview of --config's model, like Keras' summary()."""
+  from absl import flags  # noqa: PLC0415
+  from clu import parameter_overview  # noqa: PLC0415
+
+  del argv
+  config = flags.FLAGS.config
+  model = create_model(config)
+  height, width = config.image_size
+  dummy = jnp.zeros((1, height, width, config.num_channels), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), dummy)['params']
+  print(
+    f'{config.model}: input {height}x{width}x{config.num_channels}, '
+    f'{config.num_classes} output channel(s)'
+  )
+  print(parameter_overview.get_parameter_overview(params, include_stats=False))
+  print('The Sharp block kernel is a constant: it is not a parameter.')
+  print(f'trainable_params={count_params(params)}')
+
+
+if __name__ == '__main__':
+  from absl import app  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  app.run(_summary_main)

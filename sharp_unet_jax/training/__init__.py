@@ -1,0 +1,1 @@
+"""Training: the loop, pure steps, the recipe, losses, Orbax checkpoints, restore."""

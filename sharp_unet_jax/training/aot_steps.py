@@ -1,0 +1,202 @@
+"""Compiles a config's init, train, eval and predict steps for a target.
+
+Every step is the Trainer's own jitted function, built for the target's mesh
+and lowered with abstract inputs (shapes, dtypes and shardings; no data), so
+what is compiled is what training would run there. Each compiled program is
+summarised: compile time, XLA's memory analysis per device, its cost analysis
+(FLOPs and bytes accessed) where the backend reports one, the collectives
+and grouped convolutions of the optimised HLO (hlo_stats.py), and a roofline
+estimate of the step time from the chip's published peaks (chips.py). All
+figures for TPU and GPU are the compiler's estimates, not measurements.
+"""
+
+import contextlib
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+
+from sharp_unet_jax.compilation import hlo_stats, targets
+from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import train
+
+STEPS = ('init', 'train', 'eval', 'predict')
+# The config key that sizes each step's memory most.
+_MEMORY_KEYS = {
+  'init': 'num_filters',
+  'train': 'batch_size',
+  'eval': 'eval_batch_size',
+  'predict': 'eval_batch_size',
+}
+
+
+def _abstract(shape, dtype, sharding: NamedSharding) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+
+def abstract_batch(config, sharding, batch_size: int, evaluation: bool) -> dict:
+  """Shapes of a global batch as input_pipeline makes them."""
+  height, width = config.image_size
+  images = (batch_size, height, width, config.num_channels)
+  batch = {
+    'image': _abstract(images, jnp.float32, sharding),
+    'mask': _abstract(images[:3], jnp.int32, sharding),
+  }
+  if evaluation:
+    batch['valid'] = _abstract((batch_size,), jnp.float32, sharding)
+  elif config.get('weight_map', False):
+    batch['weights'] = _abstract(images[:3], jnp.float32, sharding)
+  return batch
+
+
+def step_inputs(trainer: train.Trainer) -> dict[str, tuple[Callable, tuple]]:
+  """Each step's jitted function and abstract arguments."""
+  config, replicated = trainer.config, trainer.replicated
+  key = jax.eval_shape(lambda: jax.random.key(config.seed))
+  key = _abstract(key.shape, key.dtype, replicated)
+  state = jax.tree_util.tree_map(
+    lambda x: _abstract(x.shape, x.dtype, replicated),
+    jax.eval_shape(trainer.init_step, key),
+  )
+  data = trainer.data_sharding
+  train_batch = abstract_batch(config, data, config.batch_size, False)
+  eval_batch = abstract_batch(config, data, config.eval_batch_size, True)
+  return {
+    'init': (trainer.init_step, (key,)),
+    'train': (trainer.train_step, (state, train_batch)),
+    'eval': (trainer.eval_step, (state.params, eval_batch)),
+    'predict': (trainer.predict, (state.params, eval_batch['image'])),
+  }
+
+
+def _cost(compiled) -> dict:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001  Some backends implement none.
+    cost = None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return cost or {}
+
+
+def memory(compiled) -> dict[str, Optional[int]]:
+  """Per-device bytes of XLA's memory analysis; peak = arguments + outputs
+  - aliased (donated) + temporaries, the buffers live at once at most."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {'argument_bytes': None, 'output_bytes': None, 'temp_bytes': None}
+  peak = (
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    - stats.alias_size_in_bytes
+    + stats.temp_size_in_bytes
+  )
+  return {
+    'argument_bytes': int(stats.argument_size_in_bytes),
+    'output_bytes': int(stats.output_size_in_bytes),
+    'temp_bytes': int(stats.temp_size_in_bytes),
+    'peak_bytes': int(peak),
+  }
+
+
+def roofline(report: dict, chip, dtype: str, images: int) -> dict:
+  """Step time bound by compute or memory traffic, whichever is slower."""
+  flops, traffic = report.get('flops'), report.get('bytes_accessed')
+  if chip is None or not flops:
+    return {'est_step_ms': None, 'est_images_per_sec_per_device': None}
+  seconds = max(flops / chip.peak_flops[dtype], (traffic or 0) / chip.bandwidth)
+  return {
+    'est_step_ms': seconds * 1e3,
+    'est_images_per_sec_per_device': images / seconds if images else None,
+  }
+
+
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """Compile-only programs cannot be read back from JAX's persistent cache."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_compilation_cache', enabled)
+
+
+def compile_step(fn, args) -> tuple[Any, Any, float]:
+  """(lowered, compiled, seconds); compiled is an error line if XLA refuses."""
+  start = time.perf_counter()
+  lowered = None
+  try:
+    lowered = fn.lower(*args)
+    with _no_persistent_cache():
+      compiled = lowered.compile()
+  except Exception as e:  # noqa: BLE001  Any compiler error is the answer.
+    message = ' '.join(str(e).split())[:300]
+    return lowered, f'{type(e).__name__}: {message}', time.perf_counter() - start
+  return lowered, compiled, time.perf_counter() - start
+
+
+def summarize(lowered, compiled, target, config, images: int) -> dict:
+  """The report of one compiled step (per device)."""
+  report = memory(compiled)
+  report['device_memory_bytes'] = target.chip.memory_bytes if target.chip else None
+  cost = _cost(compiled)
+  report['cost_source'] = 'compiled'
+  report['flops'] = cost.get('flops')
+  report['bytes_accessed'] = cost.get('bytes accessed')
+  if not report['flops']:
+    fallback = hlo_stats.unoptimised_cost(lowered, len(target.devices)) or {}
+    report.update(fallback, cost_source='unoptimised HLO' if fallback else None)
+  text = compiled.as_text()
+  report['collectives'] = hlo_stats.collectives(text)
+  report['grouped_convolutions'] = hlo_stats.grouped_convolutions(text)
+  report.update(roofline(report, target.chip, config.dtype, images))
+  return report
+
+
+def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]:
+  """Compiles every step for `target`; returns each step's report.
+
+  Args:
+    config: a training config.
+    target: where to compile for.
+    on_step: called with (name, report) as each step is done.
+
+  Raises:
+    UserError: if the config cannot run on the target's mesh.
+  """
+  trainer = train.Trainer(config, target.mesh())
+  devices = trainer.mesh.size
+  images = {
+    'init': 0,
+    'train': config.batch_size // devices,
+    'eval': config.eval_batch_size // devices,
+    'predict': config.eval_batch_size // devices,
+  }
+  reports = {}
+  for name, (fn, args) in step_inputs(trainer).items():
+    lowered, compiled, seconds = compile_step(fn, args)
+    report = {'compiled': not isinstance(compiled, str), 'compile_s': round(seconds, 2)}
+    if report['compiled']:
+      report.update(summarize(lowered, compiled, target, config, images[name]))
+    else:
+      report['error'] = compiled
+    reports[name] = report
+    if on_step is not None:
+      on_step(name, report)
+  return reports
+
+
+def check_fits(reports: dict[str, dict]) -> None:
+  """Raises UserError naming config.batch_size if a step needs more memory."""
+  for name, report in reports.items():
+    peak, limit = report.get('peak_bytes'), report.get('device_memory_bytes')
+    if peak and limit and peak > limit:
+      key = _MEMORY_KEYS[name]
+      raise UserError(
+        f'The {name} step needs {peak / 2**30:.2f} GiB per device, more than the '
+        f"device's {limit / 2**30:.2f} GiB (compiler estimate); lower "
+        f'--config.{key} or use --config.dtype=bfloat16.'
+      )

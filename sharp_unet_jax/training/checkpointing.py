@@ -1,0 +1,178 @@
+"""Thin helpers around an Orbax CheckpointManager for the train state.
+
+Checkpoints live in WORKDIR/checkpoints/<step>. Orbax writes each one to a
+temporary folder and renames it when complete, so a crash mid-write leaves the
+previous checkpoints intact. Only arrays are stored (no pickles); the constant
+Sharp block kernel is not part of the state and is never stored.
+"""
+
+import os
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sharp_unet_jax.errors import UserError
+
+BEST = 'checkpoints_best'
+
+
+def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
+  """Absolute path of WORKDIR/<name>, the folder of one CheckpointManager."""
+  return os.path.join(os.path.abspath(workdir), name)
+
+
+def create_manager(
+  workdir: str,
+  max_to_keep: Optional[int] = 3,
+  save_interval_steps: int = 1,
+  name: str = 'checkpoints',
+) -> ocp.CheckpointManager:
+  """Returns a CheckpointManager writing to WORKDIR/<name> (the latest ones).
+
+  name=BEST ('checkpoints_best') holds the best-scoring state instead.
+  """
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=max_to_keep,
+    save_interval_steps=save_interval_steps,
+    create=True,
+  )
+  return ocp.CheckpointManager(
+    checkpoint_dir(workdir, name),
+    options=options,
+    item_handlers=ocp.StandardCheckpointHandler(),
+  )
+
+
+def _key_name(key) -> str:
+  for attribute in ('key', 'name', 'idx'):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _shapes_by_path(tree) -> dict[str, tuple]:
+  """Maps 'a/b/0/c' paths (dict keys, attributes and indices alike) to shapes."""
+  return {
+    '/'.join(_key_name(k) for k in path): tuple(np.shape(leaf))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    if leaf is not None
+  }
+
+
+def _shape_mismatches(saved_metadata, target) -> list[str]:
+  """Lists 'path: saved shape vs expected shape' for every differing leaf."""
+  saved = _shapes_by_path(saved_metadata)
+  expected = _shapes_by_path(target)
+  return [
+    f'{key}: saved {saved.get(key)} vs expected {expected.get(key)}'
+    for key in sorted(set(saved) | set(expected))
+    if saved.get(key) != expected.get(key)
+  ]
+
+
+def restore(
+  manager: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None
+):
+  """Restores `step` (default: the latest) into the structure of `abstract_state`.
+
+  `abstract_state` is a pytree of jax.ShapeDtypeStruct (with shardings) or
+  arrays. The saved shapes are checked against it first, so a checkpoint of
+  another model config fails with a clear message instead of loading
+  mismatched arrays.
+
+  Raises:
+    UserError: if there is no checkpoint, or it does not match the state.
+  """
+  directory = str(manager.directory)
+  if step is None:
+    step = manager.latest_step()
+  if step is None or step not in manager.all_steps():
+    raise UserError(
+      f'No checkpoint{"" if step is None else f" at step {step}"} in {directory}.'
+    )
+  metadata = manager.item_metadata(step)
+  problems = _shape_mismatches(metadata, abstract_state) if metadata else []
+  if problems:
+    raise UserError(
+      f'The checkpoint in {directory} (step {step}) was written by a different '
+      f'model config ({len(problems)} mismatched arrays, e.g. {problems[0]}); '
+      'use the config that wrote it or a new --workdir.'
+    )
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(
+      f'Cannot restore the checkpoint in {directory} (step {step}): '
+      f'{str(e).splitlines()[0]}; use the config that wrote it or a new --workdir.'
+    ) from e
+
+
+def read_only_manager(directory: str) -> ocp.CheckpointManager:
+  """A manager that reads the checkpoints of `directory` and creates nothing."""
+  return ocp.CheckpointManager(
+    directory,
+    item_handlers=ocp.PyTreeCheckpointHandler(),
+    options=ocp.CheckpointManagerOptions(create=False),
+  )
+
+
+def restore_params(directory: str, step: int, target) -> Any:
+  """Reads the 'params' subtree of a checkpoint as numpy arrays.
+
+  The programs that only predict (evaluate, predict, export) read this way:
+  no optimiser state, nothing put on a device.
+
+  Args:
+    directory: a CheckpointManager folder (e.g. WORKDIR/checkpoints).
+    step: the step to read.
+    target: the expected parameter tree (arrays or jax.ShapeDtypeStruct).
+
+  Raises:
+    UserError: if the checkpoint holds no parameters of the expected shapes.
+  """
+  manager = read_only_manager(directory)
+  where = f'{directory} (step {step})'
+  try:
+    metadata = manager.item_metadata(step)
+    metadata = getattr(metadata, 'tree', metadata)
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f'Cannot read the checkpoint in {where}: {e}.') from e
+  if not metadata or 'params' not in metadata:
+    raise UserError(f'The checkpoint in {where} holds no model parameters.')
+  problems = _shape_mismatches(metadata['params'], target)
+  if problems:
+    raise UserError(
+      f'The checkpoint in {where} does not fit the model of config.json '
+      f'({len(problems)} mismatched arrays, e.g. {problems[0]}).'
+    )
+  item = {
+    'params': jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), target)
+  }
+  restore_args = jax.tree_util.tree_map(
+    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
+  )
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.PyTreeRestore(
+        item, restore_args=restore_args, partial_restore=True
+      ),
+    )
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(
+      f'Cannot restore the checkpoint in {where}: {str(e).splitlines()[0]}.'
+    ) from e
+  return restored['params']
+
+
+def save(
+  manager: ocp.CheckpointManager, step: int, state: Any, force: bool = False
+) -> bool:
+  """Saves `state` at `step` (asynchronously); returns whether it saved."""
+  saved = manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  if saved:
+    logging.info('Saving checkpoint at step %d to %s', step, manager.directory)
+  return saved

@@ -1,0 +1,404 @@
+"""Training and evaluation of (Sharp) U-Net over a one-axis device mesh.
+
+The train step is one pure function compiled with `jax.jit` over a ('data',)
+mesh: the train state is replicated, batches are sharded over the data axis
+and the state's buffers are donated. The same code runs on 1 or N devices and
+on several processes (see main.py for `jax.distributed`).
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any, Optional
+
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax.training import train_state
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+import ml_collections
+import numpy as np
+
+from sharp_unet_jax import workdirs
+from sharp_unet_jax.compilation import meshes, xla_options
+from sharp_unet_jax.data import input_pipeline, prefetch, weight_map
+from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import metrics, visualize
+from sharp_unet_jax.model import models
+from sharp_unet_jax.training import checkpointing, losses, preemption, schedules, steps
+from sharp_unet_jax.training import recipe as recipe_lib
+
+
+class NonFiniteLossError(UserError):
+  """The training loss became NaN or infinite."""
+
+
+def check_config(
+  config: ml_collections.ConfigDict, num_devices: Optional[int] = None
+) -> None:
+  """Fails early, with one clear line, on config values that cannot work.
+
+  Args:
+    config: a training config.
+    num_devices: devices of the mesh the batches are split over; None: every
+      device.
+
+  Raises:
+    UserError: naming the offending key.
+  """
+  try:
+    models.create_model(config)
+    losses.get_loss(config.loss)
+    models.check_input_shape((1, *config.image_size, config.num_channels), config.depth)
+  except ValueError as e:
+    raise UserError(str(e)) from e
+  schedules.check_config(config)
+  input_pipeline.check_batch_size(config.batch_size, 'batch_size', num_devices)
+  input_pipeline.check_batch_size(
+    config.eval_batch_size, 'eval_batch_size', num_devices
+  )
+  for key in (
+    'num_train_steps',
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+  ):
+    if config[key] <= 0:
+      raise UserError(f'config.{key} must be positive, got {config[key]}.')
+
+
+class Trainer:
+  """Holds the mesh and the compiled steps of one training config."""
+
+  def __init__(
+    self, config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None
+  ):
+    """Builds the model and jits its steps for `mesh`.
+
+    Args:
+      config: a training config.
+      mesh: the ('data',) mesh to compile for; None: every device
+        (meshes.data_mesh). Its platform, not the host's, picks the compiler
+        options, so a CPU host can compile the steps for a TPU or GPU mesh.
+
+    Raises:
+      UserError: for a config that cannot run on the mesh.
+    """
+    self.mesh = meshes.data_mesh() if mesh is None else mesh
+    check_config(config, self.mesh.size)
+    self.config = config
+    self.platform = meshes.platform(self.mesh)
+    self.replicated = NamedSharding(self.mesh, PartitionSpec())
+    self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
+    self.model = models.create_model(config)
+    self.compiler_options = xla_options.compute_options(self.platform)
+    loss_fn = losses.get_loss(config.loss)
+    shardings = dict(
+      in_shardings=(self.replicated, self.data_sharding),
+      compiler_options=self.compiler_options,
+    )
+    augment = config.get('augment')
+    self.train_step = jax.jit(
+      functools.partial(
+        steps.train_step,
+        loss_fn=loss_fn,
+        num_classes=config.num_classes,
+        augment_config=augment if augment and augment.enabled else None,
+        seed=config.seed,
+      ),
+      donate_argnums=(0,),
+      out_shardings=self.replicated,
+      **shardings,
+    )
+    # Metrics are sums over the batch: each device reduces its share.
+    self.eval_step = jax.jit(
+      functools.partial(
+        steps.eval_step,
+        apply_fn=self.model.apply,
+        loss_fn=loss_fn,
+        num_classes=config.num_classes,
+      ),
+      out_shardings=self.replicated,
+      **shardings,
+    )
+    # Logits stay sharded over 'data', as the images come: no all-gather.
+    self.predict = jax.jit(
+      lambda params, images: self.model.apply({'params': params}, images),
+      out_shardings=self.data_sharding,
+      **shardings,
+    )
+    self._observe = jax.jit(
+      functools.partial(schedules.observe, config=config),
+      out_shardings=self.replicated,
+    )
+
+  def observe(self, state, value: float, step: int):
+    """Feeds a validation value to plateau and tracker: (state, improved)."""
+    opt_state, improved = self._observe(state.opt_state, value, step)
+    return state.replace(opt_state=opt_state), bool(improved)
+
+  def initial_state(self) -> train_state.TrainState:
+    """Fresh state, created directly with replicated sharding."""
+    return self.init_step(jax.random.key(self.config.seed))
+
+  @functools.cached_property
+  def init_step(self):
+    """The jitted (rng -> state) initialisation, state replicated on the mesh."""
+    create = functools.partial(steps.create_train_state, self.config, self.model)
+    return jax.jit(
+      create,
+      out_shardings=self.replicated,
+      compiler_options=xla_options.init_options(self.platform),
+    )
+
+  def global_batch(self, local: dict) -> dict:
+    """This process's numpy batch -> global arrays sharded over the mesh."""
+    return input_pipeline.make_global_batch(local, self.data_sharding)
+
+  def evaluate(self, params, data) -> dict[str, float]:
+    """Dataset-level and per-image metrics over a whole split.
+
+    Each process reads its share of every padded batch; the metrics are
+    accumulated on the devices over the global batches, so every process
+    gets the scores of the whole split.
+    """
+    total = None
+    host_batches = input_pipeline.eval_batches(data, self.config.eval_batch_size)
+    with prefetch.DevicePrefetcher(host_batches, self.data_sharding) as batches:
+      for batch in batches:
+        batch_metrics = self.eval_step(params, batch)
+        total = batch_metrics if total is None else total.merge(batch_metrics)
+        # One batch at a time: the eval steps do not depend on each other, and
+        # XLA:CPU may otherwise run two at once, whose collectives can then
+        # wait for each other's threads (a hang, then an abort, seen here).
+        total = jax.block_until_ready(total)
+    return {k: float(v) for k, v in jax.device_get(total.compute()).items()}
+
+  def summary_panels(self, params, data) -> np.ndarray:
+    """Image | truth | prediction panels of the first few examples of `data`."""
+    count = min(self.config.num_summary_images, len(data))
+    size = -(-count // self.mesh.size) * self.mesh.size
+    examples = data.read(np.arange(size) % len(data))
+    images = input_pipeline.normalize(examples['image'])
+    local = {'image': images[input_pipeline.process_slice(size)]}
+    logits = self.predict(params, self.global_batch(local)['image'])
+    logits = multihost_utils.process_allgather(logits, tiled=True)
+    predicted = np.asarray(metrics.hard_predictions(logits))
+    return visualize.comparison_panels(
+      images[:count], examples['mask'][:count], predicted[:count]
+    )
+
+
+def _log_scalars(writer, step: int, prefix: str, values: dict) -> None:
+  writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in values.items()})
+
+
+def _train_values(train_metrics, step: int, config, state) -> dict[str, float]:
+  """Host values of the accumulated train metrics; fails on a non-finite loss."""
+  values = {k: float(v) for k, v in jax.device_get(train_metrics.compute()).items()}
+  values['learning_rate'] = schedules.current_learning_rate(
+    config, state.opt_state, step
+  )
+  bad_step = values.pop('first_nonfinite_step')
+  if np.isfinite(bad_step):
+    raise NonFiniteLossError(
+      f'The training loss became NaN or infinite at step {int(bad_step)}; the run '
+      f'stopped at step {step} without saving that state (the latest checkpoint '
+      'is older). Lower --config.learning_rate or check the data.'
+    )
+  return values
+
+
+def _restore_or_start(trainer, manager, workdir: str):
+  """The latest checkpoint's state, or a fresh one (recording the config)."""
+  state = trainer.initial_state()
+  if manager.latest_step() is not None:
+    state = checkpointing.restore(manager, state)
+    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
+  elif jax.process_index() == 0:
+    config_dict = trainer.config.to_dict()
+    workdirs.write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
+  return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluates periodically, checkpoints, and scores the test split.
+
+  Launching again with the same workdir resumes from the latest checkpoint.
+  At the end, the test-split metrics are written to WORKDIR/test_metrics.json.
+  When the config monitors a validation metric (schedules.py: plateau, early
+  stopping, best checkpoint), each evaluation feeds it; the best state is kept
+  in WORKDIR/checkpoints_best, and with early stopping the run ends after
+  `early_stopping_patience` evaluations without improvement and the test
+  scores the best state (test_metrics.json then has checkpoint='best').
+  On SIGTERM the run saves a checkpoint at the current step and returns early.
+
+  Args:
+    config: a training config (see configs/default.py).
+    workdir: folder for checkpoints, TensorBoard summaries and results.
+
+  Returns:
+    The test metrics written to test_metrics.json, or, after a preemption,
+    {'preempted': True, 'step': step}.
+
+  Raises:
+    UserError: for bad config, data, workdir or checkpoint, or a diverged run.
+  """
+  run = _set_up(config, workdir)
+  try:
+    state = _train_loop(run)
+    if state is None:
+      return {'preempted': True, 'step': run.preempted_at}
+    return _final_test(run, state)
+  finally:
+    run.manager.close()
+    run.recipe.close()
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the three parts of `train_and_evaluate` share."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  trainer: Trainer
+  train_data: Any
+  eval_data: Any
+  manager: Any
+  recipe: recipe_lib.Recipe
+  state: Any
+  writer: Any
+  hooks: list
+  preempted_at: Optional[int] = None
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+  """Data, checkpoint managers, the restored or fresh state, writers and hooks."""
+  workdir = workdirs.prepare(workdir)
+  trainer = Trainer(config)
+  is_chief = jax.process_index() == 0
+  with_weights = bool(config.get('weight_map', False))
+  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
+  if with_weights:
+    train_data = weight_map.split_weight_maps(train_data, config)
+  eval_data = input_pipeline.load_split(config, config.eval_split)
+  logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
+
+  manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
+  recipe = recipe_lib.Recipe(trainer, workdir)
+  state = _restore_or_start(trainer, manager, workdir)
+  # Only process 0 writes summaries; the others get a writer that drops them.
+  writer = (
+    metric_writers.create_default_writer(workdir)
+    if is_chief
+    else metric_writers.MultiWriter([])
+  )
+  if int(state.step) == 0:
+    writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+    parameter_overview.log_parameter_overview(state.params)
+  hooks = []
+  if is_chief:
+    hooks.append(
+      periodic_actions.ReportProgress(
+        num_train_steps=config.num_train_steps, writer=writer, every_secs=30
+      )
+    )
+  return _Run(
+    config,
+    workdir,
+    trainer,
+    train_data,
+    eval_data,
+    manager,
+    recipe,
+    state,
+    writer,
+    hooks,
+  )
+
+
+def _evaluate(run: _Run, state, done: int):
+  """One evaluation: scalars and overlays written, then the recipe consulted."""
+  values = run.trainer.evaluate(state.params, run.eval_data)
+  _log_scalars(run.writer, done, 'eval', values)
+  logging.info('step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou'])
+  panels = run.trainer.summary_panels(state.params, run.eval_data)
+  run.writer.write_images(done, {'eval/overlays': panels})
+  return run.recipe.after_evaluation(state, values, done)
+
+
+def _train_loop(run: _Run):
+  """Trains from the state's step; returns the last state, or None if preempted."""
+  config, trainer, state = run.config, run.trainer, run.state
+  start_step = int(state.step)
+  train_metrics = None
+  stopped = run.recipe.stopped(state)
+  host_batches = (
+    input_pipeline.train_batch(run.train_data, config, step)
+    for step in range(start_step, config.num_train_steps)
+  )
+  depth = config.get('prefetch_batches', 2)
+  with (
+    preemption.PreemptionWatcher() as watcher,
+    prefetch.DevicePrefetcher(host_batches, trainer.data_sharding, depth) as batches,
+  ):
+    for step in range(start_step, config.num_train_steps):
+      if stopped:
+        break
+      batch = next(batches)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = trainer.train_step(state, batch)
+      train_metrics = (
+        step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      )
+      done = step + 1
+      for hook in run.hooks:
+        hook(done)
+      is_last = done == config.num_train_steps
+      preempted = watcher.should_stop(done)
+      eval_now = is_last or done % config.eval_every_steps == 0
+      checkpoint_now = is_last or preempted or done % config.checkpoint_every_steps == 0
+      if eval_now or checkpoint_now or done % config.log_every_steps == 0:
+        values = _train_values(train_metrics, done, config, state)
+        _log_scalars(run.writer, done, 'train', values)
+        train_metrics = None
+      if eval_now:
+        state, stopped = _evaluate(run, state, done)
+      if checkpoint_now or stopped:
+        checkpointing.save(run.manager, done, state, force=preempted)
+      if preempted:
+        run.manager.wait_until_finished()
+        run.writer.flush()
+        logging.warning(
+          'Preempted: checkpoint at step %d saved in %s.', done, run.workdir
+        )
+        run.preempted_at = done
+        return None
+  run.manager.wait_until_finished()
+  return state
+
+
+def _final_test(run: _Run, state) -> dict:
+  """Scores the test split with the last (or, early stopped, the best) state."""
+  config = run.config
+  last_step = int(state.step)
+  state = run.recipe.state_for_test(state)
+  test_data = input_pipeline.load_split(config, config.test_split)
+  results = run.trainer.evaluate(state.params, test_data)
+  results.update(
+    step=int(state.step),
+    last_step=last_step,
+    checkpoint='best' if int(state.step) != last_step else 'latest',
+    split=config.test_split,
+    num_examples=len(test_data),
+    model=config.model,
+  )
+  _log_scalars(
+    run.writer, results['step'], 'test', {k: results[k] for k in ('dice', 'iou')}
+  )
+  run.writer.flush()
+  if jax.process_index() == 0:
+    path = os.path.join(run.workdir, 'test_metrics.json')
+    workdirs.write_json_atomically(path, results)
+  return results
