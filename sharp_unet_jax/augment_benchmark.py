@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from sharp_unet_jax.data import augment, input_pipeline
-from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import train
 
 
@@ -79,8 +78,7 @@ def main(argv) -> None:
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   result = benchmark(values.config, values.steps, values.repeats)
   print(
     f'{result["device"]}, batch {result["batch"]}: augment alone '

@@ -49,11 +49,18 @@ class QuietLibraries(pylogging.Filter):
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """Runs `main` like absl's app.run, reporting UserError as one line."""
+  """Runs `main` like absl's app.run, reporting UserError as one line.
+
+  The programs take flags only: a positional argument (often a flag's value
+  cut off by the shell, or a flag without its `--`) is refused, as a
+  UserError, before `main` runs.
+  """
 
   def guarded(argv):
     logging.get_absl_handler().addFilter(QuietLibraries())
     try:
+      if len(argv) > 1:
+        raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
       main(argv)
     except UserError as e:
       exit_with_error(str(e))

@@ -297,10 +297,9 @@ def convert(keras_model: str, config, workdir: str, use_keras: bool = True) -> d
 
 def main(argv) -> None:
   """Command line entry point (see the module docstring)."""
-  from absl import app, flags  # noqa: PLC0415
+  from absl import flags  # noqa: PLC0415
 
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   flag_values = flags.FLAGS
   if not flag_values['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.

@@ -441,8 +441,7 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.evaluate`."""
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   distributed.initialize()
   summary = evaluate(
     FLAGS.workdir,

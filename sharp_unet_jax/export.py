@@ -291,10 +291,8 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Command line entry point (see the module docstring)."""
-  from absl import app  # noqa: PLC0415
 
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   values = flags.FLAGS
   if not values['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.

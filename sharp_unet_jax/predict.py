@@ -267,8 +267,7 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.predict`."""
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   distributed.initialize()
   report = predict_files(
     FLAGS.workdir,

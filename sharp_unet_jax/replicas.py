@@ -265,8 +265,7 @@ def main(argv) -> None:
   from absl import flags  # noqa: PLC0415
 
   flags_ = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   result = benchmark(flags_.config, flags_.replicas, flags_.steps, flags_.repeats)
   print(
     f'{result["replicas"]} replicas on {result["device"]}: vmap '
