@@ -22,7 +22,7 @@ import numpy as np
 
 from sharp_unet_jax import workdirs
 from sharp_unet_jax.compilation import meshes, xla_options
-from sharp_unet_jax.data import input_pipeline, prefetch, weight_map
+from sharp_unet_jax.data import input_pipeline, prefetch
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import metrics, visualize
 from sharp_unet_jax.model import models
@@ -278,10 +278,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   workdir = workdirs.prepare(workdir)
   trainer = Trainer(config)
   is_chief = jax.process_index() == 0
-  with_weights = bool(config.get('weight_map', False))
-  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
-  if with_weights:
-    train_data = weight_map.split_weight_maps(train_data, config)
+  train_data = input_pipeline.load_train_split(config)
   eval_data = input_pipeline.load_split(config, config.eval_split)
   logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
 
