@@ -101,7 +101,7 @@ def test_baseline_model_comparison_builds_both_models_and_orients_ratios(monkeyp
     return [2.0, 2.0, 4.0, 4.0], [1.0, 1.0, 1.0, 1.0]
 
   monkeypatch.setattr(benchmark, 'TrainBench', FakeBench)
-  monkeypatch.setattr(benchmark, 'interleaved_times', fake_times)
+  monkeypatch.setattr(timing, 'interleaved_times', fake_times)
   result = benchmark.run(
     mode='train', steps=2, rounds=2, warmup=1, model='sharp_unet', baseline_model='unet'
   )
