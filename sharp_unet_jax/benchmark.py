@@ -284,28 +284,35 @@ def run(
   return result
 
 
+# The keyword arguments of `run` that are flags of the same name.
+_RUN_FLAGS = (
+  'mode',
+  'steps',
+  'warmup',
+  'matmul_size',
+  'baseline_model',
+  'rounds',
+  'log_every',
+  'model',
+  'batch_size',
+  'filters',
+  'depth',
+  'channels',
+  'num_classes',
+  'dtype',
+  'data_dir',
+  'dataset',
+)
+
+
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.benchmark`."""
   del argv
-  enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
+  values = flags.FLAGS
+  enable_compilation_cache(values.compilation_cache_dir)
   result = run(
-    mode=flags.FLAGS.mode,
-    steps=flags.FLAGS.steps,
-    warmup=flags.FLAGS.warmup,
-    matmul_size=flags.FLAGS.matmul_size,
-    baseline_model=flags.FLAGS.baseline_model,
-    rounds=flags.FLAGS.rounds,
-    log_every=flags.FLAGS.log_every,
-    model=flags.FLAGS.model,
-    image_size=parse_size(flags.FLAGS.image_size),
-    batch_size=flags.FLAGS.batch_size,
-    filters=flags.FLAGS.filters,
-    depth=flags.FLAGS.depth,
-    channels=flags.FLAGS.channels,
-    num_classes=flags.FLAGS.num_classes,
-    dtype=flags.FLAGS.dtype,
-    data_dir=flags.FLAGS.data_dir,
-    dataset=flags.FLAGS.dataset,
+    image_size=parse_size(values.image_size),
+    **{name: values[name].value for name in _RUN_FLAGS},
   )
   sys.stdout.flush()
   print(json.dumps(result, sort_keys=True))

@@ -38,6 +38,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit_with_error(f'bad flag value: {e}')
 
 
+def warnings_only_by_default() -> None:
+  """Logs warnings only, unless the command line set --verbosity.
+
+  For the programs whose work is mostly Orbax's and TensorFlow's, which log
+  every step at INFO.
+  """
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 class QuietLibraries(pylogging.Filter):
   """Drops the INFO chatter of Orbax and TFDS; their warnings still show."""
 

@@ -26,11 +26,10 @@ writes, so `evaluate`, `predict`, `export` and resumed training read it.
 
 import os
 
-from absl import logging
 import jax
 import numpy as np
 
-from sharp_unet_jax import workdirs
+from sharp_unet_jax import cli, workdirs
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.interop.keras_io import KerasLayer, read_keras_model
 from sharp_unet_jax.model import sharp_block
@@ -330,8 +329,7 @@ def main(argv) -> None:
 
   del argv  # cli.run refuses positional arguments.
   flag_values = flags.FLAGS
-  if not flag_values['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.
+  cli.warnings_only_by_default()
   if not flag_values.keras_model:
     raise UserError('--keras_model is required: the .h5 or .keras file to convert.')
   params = convert(flag_values.keras_model, flag_values.config, flag_values.workdir)
@@ -357,7 +355,5 @@ def _define_flags() -> None:
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from sharp_unet_jax import cli  # noqa: PLC0415
-
   _define_flags()
   cli.run(main)

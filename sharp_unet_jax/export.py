@@ -33,7 +33,7 @@ import json
 import os
 from typing import Callable, Sequence
 
-from absl import flags, logging
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -294,8 +294,7 @@ def main(argv) -> None:
 
   del argv  # cli.run refuses positional arguments.
   values = flags.FLAGS
-  if not values['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.
+  cli.warnings_only_by_default()
   spec = export(
     values.workdir,
     values.output,
