@@ -178,11 +178,7 @@ def predict_files(
     output_dir: where the masks go (created if needed).
     checkpoint: 'latest', 'best' or a step number.
     tile_size: 'SIDE' or 'HEIGHT,WIDTH'; None: the config's image_size.
-    overlap: pixels shared by neighbouring tiles; None: a quarter of the
-      smaller tile side, at most 32.
-    tile_batch: tiles per model call.
-    blend: 'gaussian' or 'constant'.
-    tta: 'none' or 'flips'.
+    overlap, tile_batch, blend, tta: as `inference.TiledPredictor` takes them.
     save_probabilities: also write float32 probability TIFFs.
     overlays: also write tinted images.
     progress: show a progress bar over files.
