@@ -17,7 +17,6 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sharp_unet_jax import cli  # noqa: E402
-from sharp_unet_jax.errors import UserError  # noqa: E402
 from sharp_unet_jax.training import distributed, train  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -38,8 +37,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   if FLAGS.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
   distributed.initialize()

@@ -16,22 +16,12 @@ also as a fraction of the train step.
 """
 
 import functools
-import time
 
 import jax
-import numpy as np
 
+from sharp_unet_jax import timing
 from sharp_unet_jax.data import augment, input_pipeline
-from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import train
-
-
-def _seconds_per_call(fn, steps: int) -> float:
-  begin = time.perf_counter()
-  for _ in range(steps):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - begin) / steps
 
 
 def benchmark(config, steps: int = 20, repeats: int = 5) -> dict:
@@ -60,13 +50,7 @@ def benchmark(config, steps: int = 20, repeats: int = 5) -> dict:
     'train_step': lambda: step('plain', trainer.train_step),
     'train_step_with_augment': lambda: step('augmented', trainer_augmented.train_step),
   }
-  for fn in calls.values():  # compile
-    jax.block_until_ready(fn())
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, fn in calls.items():
-      times[name].append(_seconds_per_call(fn, steps))
-  result = {name: float(np.median(values)) for name, values in times.items()}
+  result = timing.alternating_medians(calls, repeats, steps)
   result['augment_in_step'] = result['train_step_with_augment'] - result['train_step']
   result['fraction_of_step'] = result['augment_in_step'] / result['train_step']
   result['device'] = jax.devices()[0].device_kind
@@ -79,8 +63,7 @@ def main(argv) -> None:
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   result = benchmark(values.config, values.steps, values.repeats)
   print(
     f'{result["device"]}, batch {result["batch"]}: augment alone '
@@ -91,18 +74,8 @@ def main(argv) -> None:
   )
 
 
-def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
-
-  config_flags.DEFINE_config_file('config', None, 'Training config file.')
-  flags.DEFINE_integer('steps', 20, 'Calls per timing round.')
-  flags.DEFINE_integer('repeats', 5, 'Alternating timing rounds.')
-  flags.mark_flags_as_required(['config'])
-
-
 if __name__ == '__main__':
   from sharp_unet_jax import cli  # noqa: PLC0415
 
-  _define_flags()
+  timing.define_round_flags(steps=20, repeats=5)
   cli.run(main)

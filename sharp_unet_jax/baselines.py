@@ -14,7 +14,7 @@ The last line printed is `otsu_dice=0.xxxx`.
 import os
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 from skimage import color, filters
 
@@ -117,8 +117,7 @@ def load_split(name: str, split: str, data_dir: str | None):
 
 def main(argv: Sequence[str]) -> None:
   """Entry point of `python -m sharp_unet_jax.baselines`."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses positional arguments.
   args = flags.FLAGS
   images, masks = load_split(args.dataset, args.split, args.data_dir)
   score = otsu_dice(images, masks)

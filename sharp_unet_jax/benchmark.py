@@ -16,16 +16,16 @@ and reports step_time_ratio (model over M) and the per-round ratios.
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from sharp_unet_jax import timing
 
 MODES = ('train', 'infer', 'pipeline')
 
@@ -70,87 +70,6 @@ def make_config(
   return config
 
 
-def current_rss_mb() -> float:
-  """Resident memory of this process now, in MiB."""
-  with open('/proc/self/statm') as f:
-    pages = int(f.read().split()[1])
-  return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
-
-
-def peak_rss_mb() -> float:
-  """Peak resident memory of this process so far, in MiB (Linux: KiB units)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cost_flops(compiled) -> float:
-  """FLOPs of one call of a compiled computation, by XLA's cost analysis."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
-
-
-def block(tree) -> None:
-  jax.tree_util.tree_map(
-    lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready') else x, tree
-  )
-
-
-def time_calls(fn: Callable[[], Any], steps: int, log_every: int = 0) -> list[float]:
-  """Wall milliseconds of `steps` calls of fn, each waited for.
-
-  With `log_every` > 0, logs the step's time and the resident memory every
-  `log_every` calls, so a long memory check shows its course while it runs.
-  """
-  times = []
-  for i in range(1, steps + 1):
-    start = time.perf_counter()
-    block(fn())
-    times.append((time.perf_counter() - start) * 1e3)
-    if log_every and i % log_every == 0:
-      print(
-        f'step {i}/{steps}: {times[-1]:.0f} ms, rss {current_rss_mb():.0f} MB',
-        file=sys.stderr,
-        flush=True,
-      )
-  return times
-
-
-def interleaved_times(step_a, step_b, steps: int, rounds: int, warmup: int = 2):
-  """Alternates `rounds` rounds of `steps` timed calls of step_a, then step_b.
-
-  Interleaving exposes both to the same machine load, so their ratio is
-  meaningful on a shared host. Returns the two lists of milliseconds.
-  """
-  for _ in range(warmup):
-    block(step_a())
-    block(step_b())
-  times_a, times_b = [], []
-  for _ in range(rounds):
-    times_a += time_calls(step_a, steps)
-    times_b += time_calls(step_b, steps)
-  return times_a, times_b
-
-
-def round_ratios(times_a, times_b, steps: int) -> list[float]:
-  """Per round, median time of b over median time of a (a's speed-up over b)."""
-  return [
-    statistics.median(times_b[i : i + steps])
-    / statistics.median(times_a[i : i + steps])
-    for i in range(0, len(times_a), steps)
-  ]
-
-
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-  """GFLOP/s of a jitted size x size float32 matmul: the best of `repeats`."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  block(matmul(a, b))
-  best = min(time_calls(lambda: matmul(a, b), repeats))
-  return 2 * size**3 / (best / 1e3) / 1e9
-
-
 def random_batch(config, rng: np.random.Generator) -> dict:
   """A host batch of the config's shape, like input_pipeline.train_batch."""
   height, width = config.image_size
@@ -171,7 +90,7 @@ class TrainBench:
     self.trainer = train.Trainer(config)
     start = time.perf_counter()
     self.state = self.trainer.initial_state()
-    block(self.state)
+    timing.block(self.state)
     self.init_s = time.perf_counter() - start
     local = random_batch(config, np.random.default_rng(seed))
     self.batch = self.trainer.global_batch(local)
@@ -179,7 +98,7 @@ class TrainBench:
     self.compiled = self.trainer.train_step.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - start
     # The cost analysis of an SPMD executable is per device: scale to the mesh.
-    self.flops = cost_flops(self.compiled) * self.trainer.mesh.devices.size
+    self.flops = timing.cost_flops(self.compiled) * self.trainer.mesh.devices.size
 
   def step(self):
     self.state, step_metrics = self.compiled(self.state, self.batch)
@@ -196,7 +115,7 @@ class InferBench:
     self.trainer = train.Trainer(config)
     start = time.perf_counter()
     self.params = self.trainer.initial_state().params
-    block(self.params)
+    timing.block(self.params)
     self.init_s = time.perf_counter() - start
     images = random_batch(config, np.random.default_rng(seed))['image']
     self.images = self.trainer.global_batch({'image': images})['image']
@@ -204,7 +123,7 @@ class InferBench:
     self.compiled = self.trainer.predict.lower(self.params, self.images).compile()
     self.compile_s = time.perf_counter() - start
     # The cost analysis of an SPMD executable is per device: scale to the mesh.
-    self.flops = cost_flops(self.compiled) * self.trainer.mesh.devices.size
+    self.flops = timing.cost_flops(self.compiled) * self.trainer.mesh.devices.size
 
   def step(self):
     return self.compiled(self.params, self.images)
@@ -233,14 +152,14 @@ def bench_model(
   """Times the train step ('train') or the forward pass ('infer')."""
   bench = (TrainBench if mode == 'train' else InferBench)(config)
   for _ in range(warmup):
-    block(bench.step())
-  rss_before = current_rss_mb()
-  times = time_calls(bench.step, steps, log_every)
+    timing.block(bench.step())
+  rss_before = timing.current_rss_mb()
+  times = timing.time_calls(bench.step, steps, log_every)
   result = _summarise(times, config.batch_size, bench.flops, peak_gflops)
   result.update(
     compile_s=bench.compile_s,
     init_s=bench.init_s,
-    rss_growth_mb=current_rss_mb() - rss_before,
+    rss_growth_mb=timing.current_rss_mb() - rss_before,
   )
   return result
 
@@ -259,13 +178,15 @@ def compare_models(
   other_config = config.copy_and_resolve_references()
   other_config.model = baseline
   other = bench_class(other_config)
-  ours_ms, other_ms = interleaved_times(ours.step, other.step, steps, rounds, warmup)
+  ours_ms, other_ms = timing.interleaved_times(
+    ours.step, other.step, steps, rounds, warmup
+  )
   return {
     'baseline_model': baseline,
     'baseline_step_ms_median': statistics.median(other_ms),
     'model_step_ms_median': statistics.median(ours_ms),
     'step_time_ratio': statistics.median(ours_ms) / statistics.median(other_ms),
-    'round_step_time_ratios': round_ratios(other_ms, ours_ms, steps),
+    'round_step_time_ratios': timing.round_ratios(other_ms, ours_ms, steps),
     'compile_s': ours.compile_s,
     'baseline_compile_s': other.compile_s,
   }
@@ -292,12 +213,12 @@ def bench_pipeline(config, steps: int, warmup: int, rounds: int = 3) -> dict:
     return bench.trainer.global_batch(local)
 
   for _ in range(warmup):
-    block(one_batch())
-    block(bench.step())
+    timing.block(one_batch())
+    timing.block(bench.step())
   input_ms, step_ms = [], []
   for _ in range(rounds):
-    input_ms += time_calls(one_batch, steps)
-    step_ms += time_calls(bench.step, steps)
+    input_ms += timing.time_calls(one_batch, steps)
+    step_ms += timing.time_calls(bench.step, steps)
   result = _summarise(step_ms, config.batch_size, bench.flops, None)
   input_rate = config.batch_size / (statistics.median(input_ms) / 1e3)
   result.update(
@@ -341,7 +262,7 @@ def run(
   if baseline_model and log_every:
     raise ValueError('--log_every times one model; drop --baseline_model.')
   timed = mode != 'pipeline' and not baseline_model
-  peak = matmul_peak_gflops(matmul_size) if timed else None
+  peak = timing.matmul_peak_gflops(matmul_size) if timed else None
   if baseline_model:
     result = compare_models(config, baseline_model, mode, steps, rounds, warmup)
   elif mode in ('train', 'infer'):
@@ -358,33 +279,40 @@ def run(
     steps=steps,
     backend=jax.default_backend(),
     device_count=jax.device_count(),
-    peak_rss_mb=peak_rss_mb(),
+    peak_rss_mb=timing.peak_rss_mb(),
   )
   return result
+
+
+# The keyword arguments of `run` that are flags of the same name.
+_RUN_FLAGS = (
+  'mode',
+  'steps',
+  'warmup',
+  'matmul_size',
+  'baseline_model',
+  'rounds',
+  'log_every',
+  'model',
+  'batch_size',
+  'filters',
+  'depth',
+  'channels',
+  'num_classes',
+  'dtype',
+  'data_dir',
+  'dataset',
+)
 
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.benchmark`."""
   del argv
-  enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
+  values = flags.FLAGS
+  enable_compilation_cache(values.compilation_cache_dir)
   result = run(
-    mode=flags.FLAGS.mode,
-    steps=flags.FLAGS.steps,
-    warmup=flags.FLAGS.warmup,
-    matmul_size=flags.FLAGS.matmul_size,
-    baseline_model=flags.FLAGS.baseline_model,
-    rounds=flags.FLAGS.rounds,
-    log_every=flags.FLAGS.log_every,
-    model=flags.FLAGS.model,
-    image_size=parse_size(flags.FLAGS.image_size),
-    batch_size=flags.FLAGS.batch_size,
-    filters=flags.FLAGS.filters,
-    depth=flags.FLAGS.depth,
-    channels=flags.FLAGS.channels,
-    num_classes=flags.FLAGS.num_classes,
-    dtype=flags.FLAGS.dtype,
-    data_dir=flags.FLAGS.data_dir,
-    dataset=flags.FLAGS.dataset,
+    image_size=parse_size(values.image_size),
+    **{name: values[name].value for name in _RUN_FLAGS},
   )
   sys.stdout.flush()
   print(json.dumps(result, sort_keys=True))

@@ -38,6 +38,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit_with_error(f'bad flag value: {e}')
 
 
+def warnings_only_by_default() -> None:
+  """Logs warnings only, unless the command line set --verbosity.
+
+  For the programs whose work is mostly Orbax's and TensorFlow's, which log
+  every step at INFO.
+  """
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 class QuietLibraries(pylogging.Filter):
   """Drops the INFO chatter of Orbax and TFDS; their warnings still show."""
 
@@ -49,11 +59,18 @@ class QuietLibraries(pylogging.Filter):
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """Runs `main` like absl's app.run, reporting UserError as one line."""
+  """Runs `main` like absl's app.run, reporting UserError as one line.
+
+  The programs take flags only: a positional argument (often a flag's value
+  cut off by the shell, or a flag without its `--`) is refused, as a
+  UserError, before `main` runs.
+  """
 
   def guarded(argv):
     logging.get_absl_handler().addFilter(QuietLibraries())
     try:
+      if len(argv) > 1:
+        raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
       main(argv)
     except UserError as e:
       exit_with_error(str(e))

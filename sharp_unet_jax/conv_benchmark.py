@@ -26,7 +26,7 @@ import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import benchmark
+from sharp_unet_jax import benchmark, timing
 from sharp_unet_jax.compilation import xla_options
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
@@ -110,9 +110,9 @@ def time_shape(shape, repeats: int, with_tensorflow: bool = True) -> dict:
   candidates = {
     'xla_project': (
       jax_parts(xla_options.compute_options(xla_options.attached_platform())),
-      benchmark.block,
+      timing.block,
     ),
-    'xla_default': (jax_parts(None), benchmark.block),
+    'xla_default': (jax_parts(None), timing.block),
   }
   if with_tensorflow:
     candidates['tensorflow'] = (tensorflow_parts(shape), lambda out: out.numpy())

@@ -26,11 +26,10 @@ writes, so `evaluate`, `predict`, `export` and resumed training read it.
 
 import os
 
-from absl import logging
 import jax
 import numpy as np
 
-from sharp_unet_jax import workdirs
+from sharp_unet_jax import cli, workdirs
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.interop.keras_io import KerasLayer, read_keras_model
 from sharp_unet_jax.model import sharp_block
@@ -100,6 +99,65 @@ def _swap_halves(kernel: np.ndarray) -> np.ndarray:
   return np.concatenate([kernel[:, :, half:], kernel[:, :, :half]], axis=2)
 
 
+def _foreign_layers(layers: list[KerasLayer]) -> list[str]:
+  """Problems: the layers of kinds that the U-Net does not have."""
+  return [
+    f"layer '{layer.name}' ({layer.kind}) "
+    f'{"has weights that" if layer.weights else "is a layer"} U-Net does not have'
+    for layer in layers
+    if layer.kind not in _WEIGHT_KINDS and layer.kind not in _PASSIVE_KINDS
+  ]
+
+
+def _check_counts(by_kind, config, conv_slots, up_slots) -> None:
+  """Raises UserError unless the Keras model has the config's layer counts."""
+  sharp = config.model == 'sharp_unet'
+  counts = (
+    len(by_kind['Conv2D']),
+    len(by_kind['Conv2DTranspose']),
+    len(by_kind['DepthwiseConv2D']),
+  )
+  wanted = (len(conv_slots), len(up_slots), len(up_slots) if sharp else 0)
+  if counts != wanted:
+    raise UserError(
+      'Architecture mismatch: the Keras model has {} Conv2D, {} Conv2DTranspose and '
+      '{} DepthwiseConv2D layers, but config model={} depth={} needs {}, {} and {}. '
+      'Set --config.depth and --config.model to those of the Keras model.'.format(
+        *counts, config.model, config.depth, *wanted
+      )
+    )
+
+
+class _Taker:
+  """Collects the float32 weights that fit the Flax tree, and the problems."""
+
+  def __init__(self, expected: dict):
+    self.expected = expected
+    self.flat = {}
+    self.problems = []
+
+  def take(self, layer: KerasLayer, path: str, kernel, bias) -> None:
+    for role, value in (('kernel', kernel), ('bias', bias)):
+      want = self.expected[f'{path}/{role}']
+      if value is None:
+        self.problems.append(f"layer '{layer.name}' ({layer.kind}) has no {role}")
+      elif tuple(value.shape) != tuple(want):
+        self.problems.append(
+          f"layer '{layer.name}' ({layer.kind}) {role} {_shape(value)} does not fit "
+          f'{path} {role} {tuple(want)}'
+        )
+      else:
+        self.flat[f'{path}/{role}'] = np.asarray(value, np.float32)
+
+
+def _up_kernel(kernel):
+  """Keras (kh, kw, out, in), applied as a conv gradient -> Flax (kh, kw, in,
+  out) with transpose_kernel=False, which does not flip it."""
+  if kernel is None or kernel.ndim != 4:
+    return kernel
+  return np.transpose(kernel, (0, 1, 3, 2))[::-1, ::-1]
+
+
 def convert_params(layers: list[KerasLayer], config, expected: dict) -> dict:
   """Maps Keras layers onto the Flax parameter tree of `config`'s model.
 
@@ -116,68 +174,39 @@ def convert_params(layers: list[KerasLayer], config, expected: dict) -> dict:
       match the config's architecture.
   """
   by_kind = {kind: [x for x in layers if x.kind == kind] for kind in _WEIGHT_KINDS}
-  problems = []
-  for layer in layers:
-    if layer.kind not in _WEIGHT_KINDS and layer.kind not in _PASSIVE_KINDS:
-      what = 'has weights that' if layer.weights else 'is a layer'
-      problems.append(f"layer '{layer.name}' ({layer.kind}) {what} U-Net does not have")
+  taker = _Taker(expected)
+  taker.problems += _foreign_layers(layers)
   conv_slots, up_slots = _expected_slots(config)
-  sharp = config.model == 'sharp_unet'
-  counts = (
-    len(by_kind['Conv2D']),
-    len(by_kind['Conv2DTranspose']),
-    len(by_kind['DepthwiseConv2D']),
-  )
-  wanted = (len(conv_slots), len(up_slots), len(up_slots) if sharp else 0)
-  if counts != wanted:
-    raise UserError(
-      'Architecture mismatch: the Keras model has {} Conv2D, {} Conv2DTranspose and '
-      '{} DepthwiseConv2D layers, but config model={} depth={} needs {}, {} and {}. '
-      'Set --config.depth and --config.model to those of the Keras model.'.format(
-        *counts, config.model, config.depth, *wanted
-      )
-    )
-  flat = {}
-
-  def take(layer, path, kernel, bias):
-    for role, value in (('kernel', kernel), ('bias', bias)):
-      want = expected[f'{path}/{role}']
-      if value is None:
-        problems.append(f"layer '{layer.name}' ({layer.kind}) has no {role}")
-      elif tuple(value.shape) != tuple(want):
-        problems.append(
-          f"layer '{layer.name}' ({layer.kind}) {role} {_shape(value)} does not fit "
-          f'{path} {role} {tuple(want)}'
-        )
-      else:
-        flat[f'{path}/{role}'] = np.asarray(value, np.float32)
-
+  _check_counts(by_kind, config, conv_slots, up_slots)
   head = {'linear', 'sigmoid'} if config.num_classes == 1 else {'linear', 'softmax'}
   swapped, concat_problems = _concat_order(layers, by_kind, config.depth)
-  problems += concat_problems
+  taker.problems += concat_problems
   for layer, path in zip(by_kind['Conv2D'], conv_slots):
     is_head = path == 'head'
-    problems += _check_layer(
+    taker.problems += _check_layer(
       layer, 1 if is_head else 3, 1, head if is_head else {'relu'}
     )
     kernel = layer.weights.get('kernel')
     if path in swapped and kernel is not None:
       kernel = _swap_halves(kernel)
-    take(layer, path, kernel, layer.weights.get('bias'))
+    taker.take(layer, path, kernel, layer.weights.get('bias'))
   for layer, path in zip(by_kind['Conv2DTranspose'], up_slots):
-    problems += _check_layer(layer, 2, 2, {'linear'})
-    kernel = layer.weights.get('kernel')
-    if kernel is not None and kernel.ndim == 4:
-      # Keras (kh, kw, out, in), applied as a conv gradient -> Flax (kh, kw,
-      # in, out) with transpose_kernel=False, which does not flip it.
-      kernel = np.transpose(kernel, (0, 1, 3, 2))[::-1, ::-1]
-    take(layer, path, kernel, layer.weights.get('bias'))
-  if sharp:
-    problems += _check_sharp_layers(
+    taker.problems += _check_layer(layer, 2, 2, {'linear'})
+    taker.take(
+      layer, path, _up_kernel(layer.weights.get('kernel')), layer.weights.get('bias')
+    )
+  if config.model == 'sharp_unet':
+    taker.problems += _check_sharp_layers(
       by_kind['DepthwiseConv2D'],
       sharp_block.make_kernel(config.sharp_kernel),
       sorted(config.num_filters * 2**level for level in range(config.depth)),
     )
+  _raise_problems(taker.problems)
+  return taker.flat
+
+
+def _raise_problems(problems: list[str]) -> None:
+  """Raises one UserError naming the first few problems, if there are any."""
   if problems:
     shown = '; '.join(problems[:_MAX_REPORTED])
     more = len(problems) - _MAX_REPORTED
@@ -186,7 +215,6 @@ def convert_params(layers: list[KerasLayer], config, expected: dict) -> dict:
       'Set --config.num_filters/num_classes/num_channels/depth/model/sharp_kernel '
       'to match the Keras model.'
     )
-  return flat
 
 
 def _concat_order(layers, by_kind, depth: int) -> tuple[set[str], list[str]]:
@@ -297,13 +325,11 @@ def convert(keras_model: str, config, workdir: str, use_keras: bool = True) -> d
 
 def main(argv) -> None:
   """Command line entry point (see the module docstring)."""
-  from absl import app, flags  # noqa: PLC0415
+  from absl import flags  # noqa: PLC0415
 
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   flag_values = flags.FLAGS
-  if not flag_values['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.
+  cli.warnings_only_by_default()
   if not flag_values.keras_model:
     raise UserError('--keras_model is required: the .h5 or .keras file to convert.')
   params = convert(flag_values.keras_model, flag_values.config, flag_values.workdir)
@@ -329,7 +355,5 @@ def _define_flags() -> None:
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from sharp_unet_jax import cli  # noqa: PLC0415
-
   _define_flags()
   cli.run(main)

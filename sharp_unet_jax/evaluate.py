@@ -32,7 +32,6 @@ in the summary, never turned into NaN. HD95 is in pixels of the evaluated
 (resized) images, or in mm with --spacing (the pixel size at that size).
 """
 
-import csv
 import os
 from typing import Iterator, Optional
 
@@ -40,19 +39,16 @@ from absl import flags, logging
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
-from PIL import Image
 
-from sharp_unet_jax import cli, workdirs
+from sharp_unet_jax import cli
 from sharp_unet_jax.compilation import meshes, xla_options
 from sharp_unet_jax.data import image_io, input_pipeline
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.evaluation import metrics, per_image_metrics, visualize
+from sharp_unet_jax.evaluation import metrics, per_image_metrics, split_report
 from sharp_unet_jax.training import distributed, restore
 
 FLAGS = flags.FLAGS
 SCORES = per_image_metrics.SCORE_NAMES
-# Overlay panels are enlarged (nearest neighbour) to at least this height.
-_MIN_PANEL_HEIGHT = 256
 
 
 def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
@@ -176,11 +172,6 @@ def score_images(
   return rows
 
 
-def _worst_key(row: dict) -> tuple:
-  """Lowest Dice first, then highest HD95, then the split's order."""
-  return (row['dice'], -row['hd95'], row['index'])
-
-
 def score_split(
   restored, data, num_worst: int, spacing, mesh=None
 ) -> tuple[list, dict]:
@@ -200,7 +191,7 @@ def score_split(
     )
     rows += batch_rows
     for k, row in enumerate(batch_rows):
-      candidates[row['index']] = (_worst_key(row), labels[k])
+      candidates[row['index']] = (split_report.worst_first(row), labels[k])
     keep = sorted(candidates.values(), key=lambda c: c[0])[:num_worst]
     candidates = {key[2]: (key, label) for key, label in keep}
   rows = sorted(sum(distributed.gather_objects(rows), []), key=lambda r: r['index'])
@@ -255,102 +246,19 @@ def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
   }
 
 
-def _pm(stats: dict, scale: float = 1.0, digits: int = 4) -> str:
-  return f'{stats["mean"] * scale:.{digits}f} ± {stats["std"] * scale:.{digits}f}'
+def _load_split(config, split: Optional[str], data_dir: Optional[str]):
+  """(split name, its data): `split` (default: the test split) of `config`.
 
-
-def markdown(summary: dict) -> str:
-  """summary.md: the scores as tables."""
-  unit = summary['hd95_unit']
-  per_image, paper, pooled = (
-    summary['per_image'],
-    summary['paper_protocol'],
-    summary['pooled'],
-  )
-  lines = [
-    f'# Evaluation of {summary["workdir"]}',
-    '',
-    f'Checkpoint step {summary["step"]}, split `{summary["split"]}`, '
-    f'{summary["num_images"]} images.',
-    '',
-    '## Paper protocol and this evaluation, side by side (x 100)',
-    '',
-    '| Protocol | Jaccard (IoU) | Dice |',
-    '| --- | --- | --- |',
-    f'| Paper: threshold 0.5, per-image mean | {paper["jaccard"]["mean"]:.2f} '
-    f'| {paper["dice"]["mean"]:.2f} |',
-    f'| Per image, mean ± std | {_pm(per_image["iou"], 100, 2)} '
-    f'| {_pm(per_image["dice"], 100, 2)} |',
-    f'| Dataset level (pooled) | {pooled["iou"] * 100:.2f} '
-    f'| {pooled["dice"] * 100:.2f} |',
-    '',
-    '## Per-image scores (mean ± std over images)',
-    '',
-    '| Class | Dice | IoU | Precision | Recall | HD95 (' + unit + ') |',
-    '| --- | --- | --- | --- | --- | --- |',
-    '| mean of classes | '
-    + ' | '.join(_pm(per_image[k], digits=2 if k == 'hd95' else 4) for k in SCORES)
-    + ' |',
-  ]
-  for name, stats in summary['per_class'].items():
-    cells = ' | '.join(_pm(stats[k], digits=2 if k == 'hd95' else 4) for k in SCORES)
-    lines.append(f'| {name} | {cells} |')
-  lines += [
-    '',
-    '## Empty masks',
-    '',
-    f'Policy: {summary["empty_mask_policy"]}.',
-    '',
-    '| Class | both empty | prediction empty | truth empty |',
-    '| --- | --- | --- | --- |',
-  ]
-  for name, counts in summary['empty_masks'].items():
-    lines.append(
-      f'| {name} | {counts["both_empty"]} | {counts["pred_empty"]} '
-      f'| {counts["true_empty"]} |'
-    )
-  if summary.get('worst'):
-    lines += ['', f'## The {len(summary["worst"])} images of lowest Dice', '']
-    for item in summary['worst']:
-      lines.append(
-        f'- `{item["file"]}`: image {item["index"]} {item["id"]}, '
-        f'Dice {item["dice"]:.4f}, HD95 {item["hd95"]:.2f} {unit}'
-      )
-  return '\n'.join(lines) + '\n'
-
-
-def write_worst(output_dir, data, worst_labels, rows, num_worst: int) -> list[dict]:
-  """Writes image | truth | prediction panels of the lowest-Dice images."""
-  folder = os.path.join(output_dir, 'worst')
-  os.makedirs(folder, exist_ok=True)
-  for name in os.listdir(folder):  # Panels of an earlier run.
-    if name.startswith('rank') and name.endswith('.png'):
-      os.remove(os.path.join(folder, name))
-  order = sorted(range(len(rows)), key=lambda i: _worst_key(rows[i]))
-  worst = []
-  for rank, i in enumerate(order[:num_worst], start=1):
-    example = data.read([rows[i]['index']])
-    panel = visualize.comparison_panels(
-      input_pipeline.normalize(example['image']),
-      example['mask'],
-      worst_labels[rows[i]['index']][None],
-    )[0]
-    scale = max(1, -(-_MIN_PANEL_HEIGHT // panel.shape[0]))
-    panel = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
-    stem = f'rank{rank:02d}_image{i:04d}_{rows[i]["id"]}'.rstrip('_')
-    path = image_io.output_path(folder, stem, '.png')
-    Image.fromarray(panel).save(path)
-    worst.append(
-      {
-        'rank': rank,
-        'index': i,
-        'id': rows[i]['id'],
-        'dice': rows[i]['dice'],
-        'hd95': rows[i]['hd95'],
-        'file': os.path.relpath(path, output_dir),
-      }
-    )
-  return worst
+  Raises:
+    UserError: if the split holds no images.
+  """
+  if data_dir:
+    config.data_dir = data_dir
+  split = split or config.test_split
+  data = input_pipeline.load_split(config, split)
+  if not len(data):
+    raise UserError(f'Split {split!r} of {config.dataset} has no images.')
+  return split, data
 
 
 def evaluate(
@@ -385,12 +293,7 @@ def evaluate(
     raise UserError(f'--num_worst={num_worst} must be 0 or more.')
   restored = restore.load(workdir, checkpoint)
   config = restored.config
-  if data_dir:
-    config.data_dir = data_dir
-  split = split or config.test_split
-  data = input_pipeline.load_split(config, split)
-  if not len(data):
-    raise UserError(f'Split {split!r} of {config.dataset} has no images.')
+  split, data = _load_split(config, split, data_dir)
   workdir = os.path.abspath(workdir)
   output_dir = output_dir or os.path.join(workdir, f'eval_{image_io.safe_stem(split)}')
   is_chief = jax.process_index() == 0
@@ -409,21 +312,12 @@ def evaluate(
     **summarize(rows, config.num_classes, spacing),
   }
   if is_chief:  # the reports are written once, by process 0
-    summary['worst'] = write_worst(output_dir, data, worst_labels, rows, num_worst)
-    write_reports(output_dir, rows, summary)
+    summary['worst'] = split_report.write_worst(
+      output_dir, data, worst_labels, rows, num_worst
+    )
+    split_report.write_reports(output_dir, rows, summary)
   summary['output_dir'] = output_dir
   return summary
-
-
-def write_reports(output_dir: str, rows: list[dict], summary: dict) -> None:
-  """per_image.csv, summary.json and summary.md."""
-  with open(os.path.join(output_dir, 'per_image.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  workdirs.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
-  with open(os.path.join(output_dir, 'summary.md'), 'w') as f:
-    f.write(markdown(summary))
 
 
 def define_flags() -> None:
@@ -441,8 +335,7 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.evaluate`."""
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   distributed.initialize()
   summary = evaluate(
     FLAGS.workdir,

@@ -33,7 +33,7 @@ import json
 import os
 from typing import Callable, Sequence
 
-from absl import flags, logging
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -291,13 +291,10 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Command line entry point (see the module docstring)."""
-  from absl import app  # noqa: PLC0415
 
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   values = flags.FLAGS
-  if not values['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and TF log every step at INFO.
+  cli.warnings_only_by_default()
   spec = export(
     values.workdir,
     values.output,

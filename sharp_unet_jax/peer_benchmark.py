@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 import numpy as np
 
-from sharp_unet_jax import benchmark
+from sharp_unet_jax import benchmark, timing
 
 # --model, --image_size, --batch_size, --filters, --depth, --steps (per round)
 # and --rounds are benchmark.py's flags.
@@ -67,12 +67,10 @@ def compare(config, mode: str, steps: int, rounds: int, jit_compile='auto') -> d
   """Alternates timed steps of ours and Keras; returns both and the ratio."""
   ours = (benchmark.TrainBench if mode == 'train' else benchmark.InferBench)(config)
   theirs = KerasBench(config, mode, jit_compile)
-  ours_ms, theirs_ms = benchmark.interleaved_times(
-    ours.step, theirs.step, steps, rounds
-  )
+  ours_ms, theirs_ms = timing.interleaved_times(ours.step, theirs.step, steps, rounds)
   ours_med, theirs_med = statistics.median(ours_ms), statistics.median(theirs_ms)
   # Per-round ratios show how stable the comparison is under load.
-  round_ratios = benchmark.round_ratios(ours_ms, theirs_ms, steps)
+  round_ratios = timing.round_ratios(ours_ms, theirs_ms, steps)
   batch = config.batch_size
   return {
     'ours_images_per_sec': batch / ours_med * 1e3,
@@ -105,12 +103,12 @@ def main(argv) -> None:
     'batch_size': config.batch_size,
     'filters': config.num_filters,
     'keras_jit_compile': flags.FLAGS.keras_jit_compile,
-    'matmul_peak_gflops': benchmark.matmul_peak_gflops(),
+    'matmul_peak_gflops': timing.matmul_peak_gflops(),
   }
   for mode in flags.FLAGS.modes:
     result[mode] = compare(config, mode, fv.steps, flags.FLAGS.rounds, jit)
     print(f'{mode}: ours/keras = {result[mode]["ratio_ours_over_keras"]:.3f}')
-  result['peak_rss_mb'] = benchmark.peak_rss_mb()
+  result['peak_rss_mb'] = timing.peak_rss_mb()
   sys.stdout.flush()
   print(json.dumps(result, sort_keys=True))
 

@@ -178,11 +178,7 @@ def predict_files(
     output_dir: where the masks go (created if needed).
     checkpoint: 'latest', 'best' or a step number.
     tile_size: 'SIDE' or 'HEIGHT,WIDTH'; None: the config's image_size.
-    overlap: pixels shared by neighbouring tiles; None: a quarter of the
-      smaller tile side, at most 32.
-    tile_batch: tiles per model call.
-    blend: 'gaussian' or 'constant'.
-    tta: 'none' or 'flips'.
+    overlap, tile_batch, blend, tta: as `inference.TiledPredictor` takes them.
     save_probabilities: also write float32 probability TIFFs.
     overlays: also write tinted images.
     progress: show a progress bar over files.
@@ -199,13 +195,12 @@ def predict_files(
     raise UserError('--output_dir is required: the folder for the masks.')
   paths = find_inputs(inputs)
   restored = restore.load(workdir, checkpoint)
-  config = restored.config
   predictor = inference.TiledPredictor(
     restored.apply,
     restored.params,
-    num_classes=config.num_classes,
-    depth=config.depth,
-    tile_size=parse_tile_size(tile_size, config.image_size),
+    num_classes=restored.config.num_classes,
+    depth=restored.config.depth,
+    tile_size=parse_tile_size(tile_size, restored.config.image_size),
     overlap=overlap,
     tile_batch=tile_batch,
     blend=blend,
@@ -215,26 +210,44 @@ def predict_files(
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
   image_io.make_output_dir(output_dir)
   options = {'save_probabilities': save_probabilities, 'overlays': overlays}
+  return _predict_all(predictor, restored.config, paths, output_dir, options, progress)
+
+
+def _predict_all(
+  predictor, config, paths, output_dir: str, options, progress: bool
+) -> PredictReport:
+  """Predicts this process's share of `paths`, each named after its stem."""
   report, used = PredictReport(), set()
   # Stems are given in the order of all inputs, then each process predicts
   # its share of them: every file is written once, by one process.
   stems = distributed.process_share([(p, _unique_stem(p, used)) for p in paths])
   bar = tqdm.tqdm(stems, unit='image', disable=not progress, file=sys.stderr)
   for path, stem in bar:
-    try:
-      pixels = image_io.read_image(path, config.num_channels)
-    except BadDataError as e:
-      report.skipped[path] = str(e)
-      tqdm.tqdm.write(f'skipped {path}: {e}', file=sys.stderr)
-      continue
-    probabilities = predictor.predict(pixels)
-    try:
-      report.written[path] = _write_outputs(
-        pixels, probabilities, config.num_classes, output_dir, stem, options
-      )
-    except OSError as e:
-      raise UserError(f'Cannot write the outputs of {path}: {e}.') from e
+    _predict_file(predictor, config, path, stem, output_dir, options, report)
   return report
+
+
+def _predict_file(
+  predictor, config, path: str, stem: str, output_dir: str, options, report
+) -> None:
+  """Predicts one input into `report`: written, or skipped if unreadable.
+
+  Raises:
+    UserError: if its outputs cannot be written.
+  """
+  try:
+    pixels = image_io.read_image(path, config.num_channels)
+  except BadDataError as e:
+    report.skipped[path] = str(e)
+    tqdm.tqdm.write(f'skipped {path}: {e}', file=sys.stderr)
+    return
+  probabilities = predictor.predict(pixels)
+  try:
+    report.written[path] = _write_outputs(
+      pixels, probabilities, config.num_classes, output_dir, stem, options
+    )
+  except OSError as e:
+    raise UserError(f'Cannot write the outputs of {path}: {e}.') from e
 
 
 def define_flags() -> None:
@@ -267,8 +280,7 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.predict`."""
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   distributed.initialize()
   report = predict_files(
     FLAGS.workdir,

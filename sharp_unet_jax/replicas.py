@@ -41,9 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax import workdirs
+from sharp_unet_jax import timing, workdirs
 from sharp_unet_jax.compilation import xla_options
-from sharp_unet_jax.data import input_pipeline, weight_map
+from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import checkpointing, losses, schedules, steps, train
 
@@ -123,10 +123,7 @@ def train_replicas(
   seeds = [int(s) for s in seeds]
   configs = _seed_configs(config, seeds)
   replicas = ReplicaTrainer(configs[0])
-  with_weights = bool(config.get('weight_map', False))
-  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
-  if with_weights:
-    train_data = weight_map.split_weight_maps(train_data, config)
+  train_data = input_pipeline.load_train_split(config)
   seed_array = jnp.asarray(seeds, jnp.int32)
 
   manager = checkpointing.create_manager(workdirs.prepare(state_dir), 1)
@@ -141,13 +138,7 @@ def train_replicas(
     state, step_metrics = replicas.train_step(state, batch, seed_array)
     done = step + 1
     if done % config.log_every_steps == 0 or done == config.num_train_steps:
-      loss = np.asarray(jax.device_get(step_metrics.loss.compute()))
-      if not np.all(np.isfinite(loss)):
-        raise train.NonFiniteLossError(
-          f'vmap: the training loss of seeds {np.asarray(seeds)[~np.isfinite(loss)]} '
-          f'became NaN or infinite by step {done}.'
-        )
-      logging.info('vmap step %d: loss per replica %s', done, np.round(loss, 4))
+      _log_losses(step_metrics, seeds, done)
     if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
       checkpointing.save(manager, done, state)
   jax.block_until_ready(state)
@@ -163,6 +154,17 @@ def train_replicas(
     'steps': config.num_train_steps - start,
     'results': results,
   }
+
+
+def _log_losses(step_metrics, seeds, done: int) -> None:
+  """Logs each replica's loss; raises NonFiniteLossError naming diverged seeds."""
+  loss = np.asarray(jax.device_get(step_metrics.loss.compute()))
+  if not np.all(np.isfinite(loss)):
+    raise train.NonFiniteLossError(
+      f'vmap: the training loss of seeds {np.asarray(seeds)[~np.isfinite(loss)]} '
+      f'became NaN or infinite by step {done}.'
+    )
+  logging.info('vmap step %d: loss per replica %s', done, np.round(loss, 4))
 
 
 def _write_run(trainer, config, state, run_dir: str) -> dict:
@@ -189,6 +191,23 @@ def _write_run(trainer, config, state, run_dir: str) -> dict:
   return results
 
 
+def _single_replica(config, trainer):
+  """The jitted train step and initialisation of one replica, unvmapped."""
+  single_step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      loss_fn=losses.get_loss(config.loss),
+      num_classes=config.num_classes,
+    ),
+    compiler_options=trainer.compiler_options,
+  )
+  create = jax.jit(
+    functools.partial(steps.create_train_state, config, trainer.model),
+    compiler_options=xla_options.init_options(trainer.platform),
+  )
+  return single_step, create
+
+
 def benchmark(config, num_replicas: int, num_steps: int = 10, repeats: int = 3):
   """Seconds per step of all replicas: vmapped vs one replica after another.
 
@@ -204,53 +223,34 @@ def benchmark(config, num_replicas: int, num_steps: int = 10, repeats: int = 3):
   seeds = list(range(num_replicas))
   configs = _seed_configs(config, seeds)
   replicas = ReplicaTrainer(configs[0])
+  single_step, create = _single_replica(config, replicas.trainer)
   data = input_pipeline.load_split(config, config.train_split)
-  single = jax.jit(
-    functools.partial(
-      steps.train_step,
-      loss_fn=losses.get_loss(config.loss),
-      num_classes=config.num_classes,
-    ),
-    compiler_options=replicas.trainer.compiler_options,
-  )
-  create = jax.jit(
-    functools.partial(steps.create_train_state, config, replicas.trainer.model),
-    compiler_options=xla_options.init_options(replicas.trainer.platform),
-  )
-  stacked = replicas.init(jnp.asarray(seeds, jnp.int32))
-  singles = [create(jax.random.key(s)) for s in seeds]
   batches = [
     _stack([input_pipeline.train_batch(data, c, step) for c in configs])
     for step in range(num_steps)
   ]
   seed_array = jnp.asarray(seeds, jnp.int32)
+  # The train steps donate their states: each way keeps its own.
+  vmapped = [replicas.init(seed_array)]
+  singles = [create(jax.random.key(s)) for s in seeds]
 
-  def run_vmap(state):
+  def run_vmap():
     for batch in batches:
-      state, _ = replicas.train_step(state, batch, seed_array)
-    return jax.block_until_ready(state)
+      vmapped[0], _ = replicas.train_step(vmapped[0], batch, seed_array)
+    return vmapped[0]
 
-  def run_sequential(states):
-    for step, batch in enumerate(batches):
+  def run_sequential():
+    for batch in batches:
       for k in range(num_replicas):
         one = {key: value[k] for key, value in batch.items()}
-        states[k], _ = single(states[k], one)
-    return jax.block_until_ready(states)
+        singles[k], _ = single_step(singles[k], one)
+    return singles
 
-  stacked = run_vmap(stacked)  # compile
-  singles = run_sequential(singles)
-  vmap_times, sequential_times = [], []
-  for _ in range(repeats):
-    begin = time.perf_counter()
-    stacked = run_vmap(stacked)
-    vmap_times.append((time.perf_counter() - begin) / num_steps)
-    begin = time.perf_counter()
-    singles = run_sequential(singles)
-    sequential_times.append((time.perf_counter() - begin) / num_steps)
-  vmap_s, sequential_s = (
-    float(np.median(vmap_times)),
-    float(np.median(sequential_times)),
+  medians = timing.alternating_medians(
+    {'vmap': run_vmap, 'sequential': run_sequential}, repeats
   )
+  vmap_s = medians['vmap'] / num_steps
+  sequential_s = medians['sequential'] / num_steps
   return {
     'replicas': num_replicas,
     'vmap_s': vmap_s,
@@ -265,8 +265,7 @@ def main(argv) -> None:
   from absl import flags  # noqa: PLC0415
 
   flags_ = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   result = benchmark(flags_.config, flags_.replicas, flags_.steps, flags_.repeats)
   print(
     f'{result["replicas"]} replicas on {result["device"]}: vmap '
@@ -275,19 +274,11 @@ def main(argv) -> None:
   )
 
 
-def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
-
-  config_flags.DEFINE_config_file('config', None, 'Training config file.')
-  flags.DEFINE_integer('replicas', 5, 'Number of seeds trained at once.')
-  flags.DEFINE_integer('steps', 10, 'Timed steps per repeat.')
-  flags.DEFINE_integer('repeats', 3, 'Alternating timing rounds.')
-  flags.mark_flags_as_required(['config'])
-
-
 if __name__ == '__main__':
+  from absl import flags  # noqa: PLC0415
+
   from sharp_unet_jax import cli  # noqa: PLC0415
 
-  _define_flags()
+  timing.define_round_flags(steps=10, repeats=3)
+  flags.DEFINE_integer('replicas', 5, 'Number of seeds trained at once.')
   cli.run(main)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sharp_unet_jax import benchmark
+from sharp_unet_jax import benchmark, timing
 from sharp_unet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +101,7 @@ def test_baseline_model_comparison_builds_both_models_and_orients_ratios(monkeyp
     return [2.0, 2.0, 4.0, 4.0], [1.0, 1.0, 1.0, 1.0]
 
   monkeypatch.setattr(benchmark, 'TrainBench', FakeBench)
-  monkeypatch.setattr(benchmark, 'interleaved_times', fake_times)
+  monkeypatch.setattr(timing, 'interleaved_times', fake_times)
   result = benchmark.run(
     mode='train', steps=2, rounds=2, warmup=1, model='sharp_unet', baseline_model='unet'
   )
@@ -120,7 +120,7 @@ def test_baseline_model_rejects_modes_and_flags_it_cannot_honour():
 
 def test_round_ratios_are_per_round_medians():
   fast, slow = [1.0, 2.0, 10.0, 10.0], [4.0, 4.0, 20.0, 20.0]
-  assert benchmark.round_ratios(fast, slow, steps=2) == [4.0 / 1.5, 2.0]
+  assert timing.round_ratios(fast, slow, steps=2) == [4.0 / 1.5, 2.0]
 
 
 def test_pipeline_mode_compares_input_with_the_step(tfds_dir):

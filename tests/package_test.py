@@ -118,3 +118,63 @@ def test_import_is_cheap_and_exports_the_model():
   )
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.split('\n')[:3] == ['[]', 'True True', 'False False']
+
+
+# The top-level modules that are library, not programs (docs/architecture.md).
+LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'timing'}
+
+
+def package_imports() -> dict[str, set[str]]:
+  """Each module of the package -> the modules of the package it imports."""
+  package = ROOT / 'sharp_unet_jax'
+  modules = {}
+  for path in package.rglob('*.py'):
+    parts = path.relative_to(ROOT).with_suffix('').parts
+    modules['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
+  graph = {}
+  for name, path in modules.items():
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and (node.module or '').startswith(
+        'sharp_unet_jax'
+      ):
+        for alias in node.names:
+          child = f'{node.module}.{alias.name}'
+          found.add(child if child in modules else node.module)
+      elif isinstance(node, ast.Import):
+        found.update(a.name for a in node.names if a.name in modules)
+    graph[name] = found - {name}
+  return graph
+
+
+def test_library_never_imports_a_program_and_nothing_imports_in_a_circle():
+  graph = package_imports()
+
+  def is_program(name):
+    parts = name.split('.')
+    return len(parts) == 2 and parts[1] not in LIBRARY_TOP_LEVEL
+
+  assert 'sharp_unet_jax.evaluate' in graph and is_program('sharp_unet_jax.evaluate')
+  wrong = sorted(
+    (name, imported)
+    for name, imports in graph.items()
+    if not is_program(name)
+    for imported in imports
+    if is_program(imported)
+  )
+  assert wrong == []
+  # Depth-first search for a module reached again while it is being visited.
+  visiting, done = [], set()
+
+  def visit(name):
+    assert name not in visiting, f'import cycle: {visiting[visiting.index(name) :]}'
+    if name in done:
+      return
+    visiting.append(name)
+    for imported in sorted(graph[name]):
+      visit(imported)
+    visiting.pop()
+    done.add(name)
+
+  for name in sorted(graph):
+    visit(name)

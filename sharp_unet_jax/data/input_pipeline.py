@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import jax
 import numpy as np
 
-from sharp_unet_jax.data import data_source
+from sharp_unet_jax.data import data_source, weight_map
 from sharp_unet_jax.data.data_source import (  # noqa: F401
   check_mask_values,
   get_builder,
@@ -87,6 +87,15 @@ def load_split(config, split: str, instances: bool = False) -> data_source.Split
       f'{sorted(builder.info.splits.keys())}.'
     )
   return data_source.Split(config, builder, split, instances)
+
+
+def load_train_split(config):
+  """config.train_split; with config.weight_map, its examples carry the
+  U-Net weight map as 'weights' (computed from the instances, when any)."""
+  if not config.get('weight_map', False):
+    return load_split(config, config.train_split)
+  data = load_split(config, config.train_split, instances=True)
+  return weight_map.split_weight_maps(data, config)
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

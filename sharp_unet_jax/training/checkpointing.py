@@ -4,6 +4,10 @@ Checkpoints live in WORKDIR/checkpoints/<step>. Orbax writes each one to a
 temporary folder and renames it when complete, so a crash mid-write leaves the
 previous checkpoints intact. Only arrays are stored (no pickles); the constant
 Sharp block kernel is not part of the state and is never stored.
+
+Every checkpoint is written and read with the one Orbax handler of this
+module (StandardCheckpointHandler): training saves and resumes the whole
+state, and the programs that only predict read its parameters.
 """
 
 import os
@@ -24,6 +28,15 @@ def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
   return os.path.join(os.path.abspath(workdir), name)
 
 
+def _open(directory: str, create: bool, **options) -> ocp.CheckpointManager:
+  """A CheckpointManager of `directory` with this module's one handler."""
+  return ocp.CheckpointManager(
+    directory,
+    options=ocp.CheckpointManagerOptions(create=create, **options),
+    item_handlers=ocp.StandardCheckpointHandler(),
+  )
+
+
 def create_manager(
   workdir: str,
   max_to_keep: Optional[int] = 3,
@@ -34,15 +47,11 @@ def create_manager(
 
   name=BEST ('checkpoints_best') holds the best-scoring state instead.
   """
-  options = ocp.CheckpointManagerOptions(
+  return _open(
+    checkpoint_dir(workdir, name),
+    create=True,
     max_to_keep=max_to_keep,
     save_interval_steps=save_interval_steps,
-    create=True,
-  )
-  return ocp.CheckpointManager(
-    checkpoint_dir(workdir, name),
-    options=options,
-    item_handlers=ocp.StandardCheckpointHandler(),
   )
 
 
@@ -112,18 +121,14 @@ def restore(
 
 def read_only_manager(directory: str) -> ocp.CheckpointManager:
   """A manager that reads the checkpoints of `directory` and creates nothing."""
-  return ocp.CheckpointManager(
-    directory,
-    item_handlers=ocp.PyTreeCheckpointHandler(),
-    options=ocp.CheckpointManagerOptions(create=False),
-  )
+  return _open(directory, create=False)
 
 
 def restore_params(directory: str, step: int, target) -> Any:
   """Reads the 'params' subtree of a checkpoint as numpy arrays.
 
   The programs that only predict (evaluate, predict, export) read this way:
-  no optimiser state, nothing put on a device.
+  the parameters come back, nothing is put on a device.
 
   Args:
     directory: a CheckpointManager folder (e.g. WORKDIR/checkpoints).
@@ -148,19 +153,12 @@ def restore_params(directory: str, step: int, target) -> Any:
       f'The checkpoint in {where} does not fit the model of config.json '
       f'({len(problems)} mismatched arrays, e.g. {problems[0]}).'
     )
-  item = {
-    'params': jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), target)
-  }
-  restore_args = jax.tree_util.tree_map(
-    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
-  )
+  # The whole saved tree is read, into numpy arrays of its own shapes (a
+  # target without shardings puts nothing on a device); the shapes of the
+  # parameters were checked above.
+  item = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), metadata)
   try:
-    restored = manager.restore(
-      step,
-      args=ocp.args.PyTreeRestore(
-        item, restore_args=restore_args, partial_restore=True
-      ),
-    )
+    restored = manager.restore(step, args=ocp.args.StandardRestore(item))
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserError(
       f'Cannot restore the checkpoint in {where}: {str(e).splitlines()[0]}.'

@@ -1,8 +1,9 @@
 """Loads a training workdir for inference: its config, model and parameters.
 
 The config comes back from WORKDIR/config.json (written by the first launch
-of training); the parameters alone are read from an Orbax checkpoint, as
-arrays, without unpickling anything and without the optimiser state.
+of training); the parameters are read from an Orbax checkpoint, as numpy
+arrays, without unpickling anything, by `checkpointing.restore_params` (the
+one Orbax handler that training writes with).
 
 Checkpoints are chosen by name:
 - 'latest': the newest step in WORKDIR/checkpoints;

@@ -6,13 +6,11 @@ and the state's buffers are donated. The same code runs on 1 or N devices and
 on several processes (see main.py for `jax.distributed`).
 """
 
-import dataclasses
 import functools
 import os
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
 from flax.training import train_state
 import jax
 from jax.experimental import multihost_utils
@@ -22,12 +20,18 @@ import numpy as np
 
 from sharp_unet_jax import workdirs
 from sharp_unet_jax.compilation import meshes, xla_options
-from sharp_unet_jax.data import input_pipeline, prefetch, weight_map
+from sharp_unet_jax.data import input_pipeline, prefetch
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import metrics, visualize
 from sharp_unet_jax.model import models
-from sharp_unet_jax.training import checkpointing, losses, preemption, schedules, steps
-from sharp_unet_jax.training import recipe as recipe_lib
+from sharp_unet_jax.training import (
+  checkpointing,
+  losses,
+  preemption,
+  run_setup,
+  schedules,
+  steps,
+)
 
 
 class NonFiniteLossError(UserError):
@@ -93,6 +97,10 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
     self.model = models.create_model(config)
     self.compiler_options = xla_options.compute_options(self.platform)
+    self._jit_steps(config)
+
+  def _jit_steps(self, config: ml_collections.ConfigDict) -> None:
+    """The train, eval, predict and observe steps, jitted for the mesh."""
     loss_fn = losses.get_loss(config.loss)
     shardings = dict(
       in_shardings=(self.replicated, self.data_sharding),
@@ -210,18 +218,6 @@ def _train_values(train_metrics, step: int, config, state) -> dict[str, float]:
   return values
 
 
-def _restore_or_start(trainer, manager, workdir: str):
-  """The latest checkpoint's state, or a fresh one (recording the config)."""
-  state = trainer.initial_state()
-  if manager.latest_step() is not None:
-    state = checkpointing.restore(manager, state)
-    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
-  elif jax.process_index() == 0:
-    config_dict = trainer.config.to_dict()
-    workdirs.write_json_atomically(os.path.join(workdir, 'config.json'), config_dict)
-  return state
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates periodically, checkpoints, and scores the test split.
 
@@ -245,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Raises:
     UserError: for bad config, data, workdir or checkpoint, or a diverged run.
   """
-  run = _set_up(config, workdir)
+  run = run_setup.set_up(Trainer(config), workdir)
   try:
     state = _train_loop(run)
     if state is None:
@@ -256,69 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run.recipe.close()
 
 
-@dataclasses.dataclass
-class _Run:
-  """What the three parts of `train_and_evaluate` share."""
-
-  config: ml_collections.ConfigDict
-  workdir: str
-  trainer: Trainer
-  train_data: Any
-  eval_data: Any
-  manager: Any
-  recipe: recipe_lib.Recipe
-  state: Any
-  writer: Any
-  hooks: list
-  preempted_at: Optional[int] = None
-
-
-def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
-  """Data, checkpoint managers, the restored or fresh state, writers and hooks."""
-  workdir = workdirs.prepare(workdir)
-  trainer = Trainer(config)
-  is_chief = jax.process_index() == 0
-  with_weights = bool(config.get('weight_map', False))
-  train_data = input_pipeline.load_split(config, config.train_split, with_weights)
-  if with_weights:
-    train_data = weight_map.split_weight_maps(train_data, config)
-  eval_data = input_pipeline.load_split(config, config.eval_split)
-  logging.info('%d training, %d validation examples.', len(train_data), len(eval_data))
-
-  manager = checkpointing.create_manager(workdir, config.max_checkpoints_to_keep)
-  recipe = recipe_lib.Recipe(trainer, workdir)
-  state = _restore_or_start(trainer, manager, workdir)
-  # Only process 0 writes summaries; the others get a writer that drops them.
-  writer = (
-    metric_writers.create_default_writer(workdir)
-    if is_chief
-    else metric_writers.MultiWriter([])
-  )
-  if int(state.step) == 0:
-    writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
-    parameter_overview.log_parameter_overview(state.params)
-  hooks = []
-  if is_chief:
-    hooks.append(
-      periodic_actions.ReportProgress(
-        num_train_steps=config.num_train_steps, writer=writer, every_secs=30
-      )
-    )
-  return _Run(
-    config,
-    workdir,
-    trainer,
-    train_data,
-    eval_data,
-    manager,
-    recipe,
-    state,
-    writer,
-    hooks,
-  )
-
-
-def _evaluate(run: _Run, state, done: int):
+def _evaluate(run: run_setup.Run, state, done: int):
   """One evaluation: scalars and overlays written, then the recipe consulted."""
   values = run.trainer.evaluate(state.params, run.eval_data)
   _log_scalars(run.writer, done, 'eval', values)
@@ -328,7 +262,7 @@ def _evaluate(run: _Run, state, done: int):
   return run.recipe.after_evaluation(state, values, done)
 
 
-def _train_loop(run: _Run):
+def _train_loop(run: run_setup.Run):
   """Trains from the state's step; returns the last state, or None if preempted."""
   config, trainer, state = run.config, run.trainer, run.state
   start_step = int(state.step)
@@ -379,7 +313,7 @@ def _train_loop(run: _Run):
   return state
 
 
-def _final_test(run: _Run, state) -> dict:
+def _final_test(run: run_setup.Run, state) -> dict:
   """Scores the test split with the last (or, early stopped, the best) state."""
   config = run.config
   last_step = int(state.step)

@@ -36,6 +36,20 @@ from sharp_unet_jax.data.datasets import common, layout, splits
 from sharp_unet_jax.errors import BadDataError, DataNotFoundError
 
 
+def extract_instructions(download: str, source: str, files: str) -> str:
+  """MANUAL_DOWNLOAD_INSTRUCTIONS of a data set that comes as an archive.
+
+  Args:
+    download: what to download, e.g. 'stage1_train.zip'.
+    source: where from.
+    files: what the manual folder holds once it is extracted.
+  """
+  return (
+    f'Download {download} from {source} and extract it into the manual folder '
+    f'so that it holds {files}.'
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class Example:
   """One example to generate.

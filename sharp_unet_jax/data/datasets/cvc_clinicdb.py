@@ -47,7 +47,6 @@ class CvcClinicdb(base.FolderPairBuilder):
   CONFIG_FILE = 'cvc_clinicdb.py'
   HOMEPAGE = 'https://polyp.grand-challenge.org/CVCClinicDB/'
   CITATION = _CITATION
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    f'Download CVC-ClinicDB from {SOURCE} and extract it into the manual folder '
-    f'so that it holds {LAYOUT}.'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = base.extract_instructions(
+    'CVC-ClinicDB', SOURCE, LAYOUT
   )

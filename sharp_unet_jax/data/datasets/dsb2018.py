@@ -60,9 +60,8 @@ class Dsb2018(base.SegmentationBuilder):
   CONFIG_FILE = 'dsb2018.py'
   HOMEPAGE = 'https://bbbc.broadinstitute.org/BBBC038'
   CITATION = _CITATION
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    f'Download stage1_train.zip from {SOURCE} and extract it into the manual '
-    f'folder so that it holds {LAYOUT}.'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = base.extract_instructions(
+    'stage1_train.zip', SOURCE, LAYOUT
   )
 
   def _extra_features(self):

@@ -45,7 +45,6 @@ class LungCt(base.FolderPairBuilder):
   CONFIG_FILE = 'lung_ct.py'
   HOMEPAGE = 'https://www.kaggle.com/datasets/kmader/finding-lungs-in-ct-data'
   CITATION = _CITATION
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    f'Download the data set from {SOURCE} and extract it into the manual '
-    f'folder so that it holds {LAYOUT}.'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = base.extract_instructions(
+    'the data set', SOURCE, LAYOUT
   )

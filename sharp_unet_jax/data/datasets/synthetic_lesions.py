@@ -202,6 +202,77 @@ def _rgb(*values: float) -> np.ndarray:
   return np.array(values, np.float32)[:, None, None]
 
 
+def _skin(rng, yy, xx, lighting, redness, grain) -> np.ndarray:
+  """Skin (3, H, W): a tone from fair to brown with per-channel jitter, uneven
+  lighting, patchy redness and a fine grain."""
+  tone = rng.uniform(0.0, 1.0)
+  skin_rgb = _rgb(236, 196, 178) + tone * _rgb(-60, -74, -84)
+  skin_rgb += rng.normal(0.0, 8.0, (3, 1, 1)).astype(np.float32)
+  gy, gx = (float(g) for g in rng.normal(0.0, 0.08, 2))
+  light = 1.0 + gy * yy + gx * xx + 0.04 * lighting + 0.015 * grain
+  skin = skin_rgb * light
+  skin[1:] *= 1.0 - rng.uniform(0.0, 0.08) * np.maximum(redness, 0.0)
+  return skin
+
+
+def _lesion(rng, skin, level, texture, blotch, regression, network) -> np.ndarray:
+  """The skin seen through the lesion's melanin: textured, darker towards the
+  centre for some lesions, with a pigment network, and sometimes a blue-grey
+  blotch or a regression area."""
+  # 0 on the border, 1 at the centre.
+  centre = np.clip(1.0 - level, 0.0, 1.0)
+  centre /= max(float(centre.max()), 1e-3)
+  inner = np.minimum(centre * 4.0, 1.0)
+  depth = rng.uniform(0.35, 1.25)
+  density = depth * (1.0 + rng.uniform(0.1, 0.3) * texture)
+  # Darker towards the centre for some lesions, uniform for others.
+  density *= 1.0 + rng.uniform(0.0, 0.5) * centre
+  # Pigment network: a mesh of dark lines along the zero set of band-passed
+  # noise, patchy across the lesion.
+  mesh = np.exp(-((network / 0.35) ** 2)) * np.clip(0.7 + 0.6 * blotch, 0.0, 1.0)
+  density += rng.uniform(0.1, 0.5) * depth * mesh
+  od = density * _MELANIN
+  if rng.uniform() < 0.45:
+    # A dark blue-grey blotch.
+    blot = np.clip((blotch - 0.8) * 1.5, 0.0, 1.0) * inner
+    od += (rng.uniform(0.4, 0.9) * blot) * _DEEP_PIGMENT
+  lesion = skin * np.exp(-od)
+  if rng.uniform() < 0.35:
+    # A lighter, pinkish-white regression area inside the lesion.
+    whitening = np.clip((regression - 0.5) * 0.8, 0.0, 0.7) * inner
+    lesion = skin * np.exp(-od * (1.0 - whitening)) + whitening * _rgb(30, 27, 28)
+  return lesion
+
+
+def _freckles(rng, level, size: int, scale: float) -> np.ndarray:
+  """Melanin density (H, W) of small dark spots on the skin, off the lesion."""
+  spots = np.zeros((size, size), np.float32)
+  num_freckles = rng.integers(0, 9)
+  candidates = np.flatnonzero(level > 1.35)
+  if num_freckles and candidates.size:
+    spots.flat[rng.choice(candidates, size=num_freckles)] = rng.uniform(
+      0.5, 1.0, size=num_freckles
+    )
+    spots = ndimage.gaussian_filter(spots, rng.uniform(0.8, 1.6) * scale)
+    spots *= rng.uniform(0.6, 1.0) / max(float(spots.max()), 1e-6)
+  return spots
+
+
+def _dermatoscope(rng, image, mask, yy, xx) -> tuple[np.ndarray, np.ndarray]:
+  """Vignetting, sometimes with the black circular border of the dermatoscope
+  (which hides the lesion under it)."""
+  radius = np.sqrt(yy**2 + xx**2)
+  image *= 1.0 - rng.uniform(0.1, 0.5) / 2.0 * radius**2
+  if rng.uniform() < 0.55:
+    field = rng.uniform(0.95, 1.35)
+    softness = rng.uniform(0.02, 0.08)
+    visible = 1.0 / (1.0 + np.exp((radius - field) / softness))
+    border = _rgb(12, 10, 10) * rng.uniform(0.5, 2.0)
+    image = border + visible * (image - border)
+    mask &= visible > 0.5
+  return image, mask
+
+
 def generate_example(
   rng: np.random.Generator, size: int = 128
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -230,71 +301,19 @@ def generate_example(
   fields = _smooth_noise(rng, size, sigmas, outer)
   lighting, redness, wobble, texture, blotch, regression, grain, network = fields
 
-  # Skin: tone from fair to brown with per-channel jitter, uneven lighting,
-  # patchy redness and a fine grain.
-  tone = rng.uniform(0.0, 1.0)
-  skin_rgb = _rgb(236, 196, 178) + tone * _rgb(-60, -74, -84)
-  skin_rgb += rng.normal(0.0, 8.0, (3, 1, 1)).astype(np.float32)
-  gy, gx = (float(g) for g in rng.normal(0.0, 0.08, 2))
-  light = 1.0 + gy * yy + gx * xx + 0.04 * lighting + 0.015 * grain
-  skin = skin_rgb * light
-  skin[1:] *= 1.0 - rng.uniform(0.0, 0.08) * np.maximum(redness, 0.0)
-
+  skin = _skin(rng, yy, xx, lighting, redness, grain)
   # Lesion: melanin optical density, textured and with a soft border.
   mask, level = _lesion_mask(rng, yy, xx, wobble)
   alpha = ndimage.gaussian_filter(
     mask.astype(np.float32), rng.uniform(0.6, 2.5) * scale
   )
-  # 0 on the border, 1 at the centre.
-  centre = np.clip(1.0 - level, 0.0, 1.0)
-  centre /= max(float(centre.max()), 1e-3)
-  inner = np.minimum(centre * 4.0, 1.0)
-  depth = rng.uniform(0.35, 1.25)
-  density = depth * (1.0 + rng.uniform(0.1, 0.3) * texture)
-  # Darker towards the centre for some lesions, uniform for others.
-  density *= 1.0 + rng.uniform(0.0, 0.5) * centre
-  # Pigment network: a mesh of dark lines along the zero set of band-passed
-  # noise, patchy across the lesion.
-  mesh = np.exp(-((network / 0.35) ** 2)) * np.clip(0.7 + 0.6 * blotch, 0.0, 1.0)
-  density += rng.uniform(0.1, 0.5) * depth * mesh
-  od = density * _MELANIN
-  if rng.uniform() < 0.45:
-    # A dark blue-grey blotch.
-    blot = np.clip((blotch - 0.8) * 1.5, 0.0, 1.0) * inner
-    od += (rng.uniform(0.4, 0.9) * blot) * _DEEP_PIGMENT
-  lesion = skin * np.exp(-od)
-  if rng.uniform() < 0.35:
-    # A lighter, pinkish-white regression area inside the lesion.
-    whitening = np.clip((regression - 0.5) * 0.8, 0.0, 0.7) * inner
-    lesion = skin * np.exp(-od * (1.0 - whitening)) + whitening * _rgb(30, 27, 28)
+  lesion = _lesion(rng, skin, level, texture, blotch, regression, network)
   image = skin + alpha * (lesion - skin)
-
-  # Freckles: small dark spots on the skin, not part of the lesion.
-  num_freckles = rng.integers(0, 9)
-  candidates = np.flatnonzero(level > 1.35)
-  if num_freckles and candidates.size:
-    spots = np.zeros((size, size), np.float32)
-    spots.flat[rng.choice(candidates, size=num_freckles)] = rng.uniform(
-      0.5, 1.0, size=num_freckles
-    )
-    spots = ndimage.gaussian_filter(spots, rng.uniform(0.8, 1.6) * scale)
-    spots *= rng.uniform(0.6, 1.0) / max(float(spots.max()), 1e-6)
-    image *= np.exp(-spots * _MELANIN)
-
+  image *= np.exp(-_freckles(rng, level, size, scale) * _MELANIN)
   # Hair: dark, on top of skin and lesion alike.
   hair = _hair_alpha(rng, size)
   image += hair * (_rgb(45, 32, 26) * rng.uniform(0.4, 1.2) - image)
-
-  # Vignetting, sometimes with the black circular border of the dermatoscope.
-  radius = np.sqrt(yy**2 + xx**2)
-  image *= 1.0 - rng.uniform(0.1, 0.5) / 2.0 * radius**2
-  if rng.uniform() < 0.55:
-    field = rng.uniform(0.95, 1.35)
-    softness = rng.uniform(0.02, 0.08)
-    visible = 1.0 / (1.0 + np.exp((radius - field) / softness))
-    border = _rgb(12, 10, 10) * rng.uniform(0.5, 2.0)
-    image = border + visible * (image - border)
-    mask &= visible > 0.5
+  image, mask = _dermatoscope(rng, image, mask, yy, xx)
 
   # Sensor noise: uniform, scaled to a std of 1.5 to 6 grey levels.
   noise = rng.random(image.shape, dtype=np.float32) - 0.5

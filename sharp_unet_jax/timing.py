@@ -1,0 +1,132 @@
+"""Measuring tools of the benchmark programs: wall time of compiled calls,
+timed in alternation so that load from other processes hits all alike, the
+process's memory, XLA's FLOP count and a matmul peak to compare with."""
+
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def current_rss_mb() -> float:
+  """Resident memory of this process now, in MiB."""
+  with open('/proc/self/statm') as f:
+    pages = int(f.read().split()[1])
+  return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process so far, in MiB (Linux: KiB units)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cost_flops(compiled) -> float:
+  """FLOPs of one call of a compiled computation, by XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', float('nan')))
+
+
+def block(tree) -> None:
+  """Waits for every array of `tree`."""
+  jax.tree_util.tree_map(
+    lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready') else x, tree
+  )
+
+
+def time_calls(fn: Callable[[], Any], steps: int, log_every: int = 0) -> list[float]:
+  """Wall milliseconds of `steps` calls of fn, each waited for.
+
+  With `log_every` > 0, logs the step's time and the resident memory every
+  `log_every` calls, so a long memory check shows its course while it runs.
+  """
+  times = []
+  for i in range(1, steps + 1):
+    start = time.perf_counter()
+    block(fn())
+    times.append((time.perf_counter() - start) * 1e3)
+    if log_every and i % log_every == 0:
+      print(
+        f'step {i}/{steps}: {times[-1]:.0f} ms, rss {current_rss_mb():.0f} MB',
+        file=sys.stderr,
+        flush=True,
+      )
+  return times
+
+
+def interleaved_times(step_a, step_b, steps: int, rounds: int, warmup: int = 2):
+  """Alternates `rounds` rounds of `steps` timed calls of step_a, then step_b.
+
+  Interleaving exposes both to the same machine load, so their ratio is
+  meaningful on a shared host. Returns the two lists of milliseconds.
+  """
+  for _ in range(warmup):
+    block(step_a())
+    block(step_b())
+  times_a, times_b = [], []
+  for _ in range(rounds):
+    times_a += time_calls(step_a, steps)
+    times_b += time_calls(step_b, steps)
+  return times_a, times_b
+
+
+def round_ratios(times_a, times_b, steps: int) -> list[float]:
+  """Per round, median time of b over median time of a (a's speed-up over b)."""
+  return [
+    statistics.median(times_b[i : i + steps])
+    / statistics.median(times_a[i : i + steps])
+    for i in range(0, len(times_a), steps)
+  ]
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """GFLOP/s of a jitted size x size float32 matmul: the best of `repeats`."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  block(matmul(a, b))
+  best = min(time_calls(lambda: matmul(a, b), repeats))
+  return 2 * size**3 / (best / 1e3) / 1e9
+
+
+def alternating_medians(
+  calls: dict[str, Callable[[], Any]], repeats: int, steps: int = 1
+) -> dict[str, float]:
+  """Median seconds per call of each of `calls`, timed in alternation.
+
+  Each is called once first (compilation), then `repeats` rounds call each in
+  turn `steps` times, waiting only for the last call of a round: seconds per
+  call at full throughput, not one call's latency.
+  """
+  for fn in calls.values():
+    block(fn())
+  seconds = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, fn in calls.items():
+      begin = time.perf_counter()
+      for _ in range(steps):
+        out = fn()
+      block(out)
+      seconds[name].append((time.perf_counter() - begin) / steps)
+  return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def define_round_flags(steps: int, repeats: int) -> None:
+  """The flags of a program timing a training config in alternating rounds.
+
+  --config (required), --steps and --repeats, as `alternating_medians` takes
+  them.
+  """
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file('config', None, 'Training config file.')
+  flags.DEFINE_integer('steps', steps, 'Timed steps per round.')
+  flags.DEFINE_integer('repeats', repeats, 'Alternating timing rounds.')
+  flags.mark_flags_as_required(['config'])
