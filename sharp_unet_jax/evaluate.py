@@ -59,6 +59,12 @@ SKIP_ABSENT = per_image_metrics.SKIP_ABSENT
 _MIN_PANEL_HEIGHT = 256
 
 
+def _check_rule(rule: str) -> None:
+  if rule not in per_image_metrics.ABSENT_RULES:
+    rules = list(per_image_metrics.ABSENT_RULES)
+    raise UserError(f'--absent_classes={rule} must be one of {rules}.')
+
+
 def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
   """'0.5' or '0.5,0.7' (mm per pixel along rows, columns) -> a pair, or None.
 
@@ -230,7 +236,7 @@ def score_split(
   return rows, worst
 
 
-def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
+def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> dict:
   """Per-image statistics, pooled scores, paper protocol and empty counts."""
   classes = range(1, max(num_classes, 2))
   pooled = {}
@@ -272,6 +278,7 @@ def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
       'both empty: Dice/IoU/precision/recall 1, HD95 0; exactly one empty: '
       'Dice/IoU/precision/recall 0, HD95 = image diagonal'
     ),
+    'absent_class_rule': rule,
     'classes_left_out': int(sum(r['classes_left_out'] for r in rows)),
   }
 
@@ -320,10 +327,8 @@ def markdown(summary: dict) -> str:
     '',
     '## Empty masks',
     '',
-    f'Policy: {summary["empty_mask_policy"]}. Per-image means over classes: '
-    f'{summary.get("absent_class_rule", SKIP_ABSENT)} (class absent from both '
-    f'truth and prediction left out: {summary["classes_left_out"]} image-class '
-    'pairs).',
+    f'Policy: {summary["empty_mask_policy"]}. Mean over classes: '
+    f'{summary["absent_class_rule"]} ({summary["classes_left_out"]} left out).',
     '',
     '| Class | both empty | prediction empty | truth empty |',
     '| --- | --- | --- | --- |',
@@ -399,8 +404,7 @@ def evaluate(
     spacing: (row, column) pixel size in mm for HD95; None: pixels.
     data_dir: the TFDS data dir, when it moved since training.
     mesh: the ('data',) mesh to predict on; None: this process's devices.
-    absent_classes: per_image_metrics' rule for a class absent from both truth
-      and prediction in an image's mean ('skip_absent' or 'count_absent').
+    absent_classes: 'skip_absent' or 'count_absent' (per_image_metrics).
 
   Returns:
     The summary written to summary.json.
@@ -410,11 +414,7 @@ def evaluate(
   """
   if num_worst < 0:
     raise UserError(f'--num_worst={num_worst} must be 0 or more.')
-  if absent_classes not in per_image_metrics.ABSENT_RULES:
-    raise UserError(
-      f'--absent_classes={absent_classes} must be one of '
-      f'{list(per_image_metrics.ABSENT_RULES)}.'
-    )
+  _check_rule(absent_classes)
   restored = restore.load(workdir, checkpoint)
   config = restored.config
   if data_dir:
@@ -440,8 +440,7 @@ def evaluate(
     'dataset': config.dataset,
     'split': split,
     'image_size': list(config.image_size),
-    'absent_class_rule': absent_classes,
-    **summarize(rows, config.num_classes, spacing),
+    **summarize(rows, config.num_classes, spacing, absent_classes),
   }
   if is_chief:  # the reports are written once, by process 0
     summary['worst'] = write_worst(output_dir, data, worst_labels, rows, num_worst)

@@ -29,6 +29,7 @@ import numpy as np
 from sharp_unet_jax import experiment_runs
 from sharp_unet_jax.data import folds as folds_lib
 from sharp_unet_jax.data import input_pipeline
+from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import experiment_report, statistics
 
 
@@ -148,6 +149,11 @@ def run(config, workdir, models, seeds, folds, budget, tta, rule) -> dict:
     The summary entries of cross-validation: models (the ensembles' test
     scores), the comparison, cv, decisions, learning_curve, train_seconds.
   """
+  if config.test_split in (config.train_split, config.eval_split):
+    raise UserError(
+      f'--folds needs a test split apart from train and validation; config.'
+      f'test_split={config.test_split!r} is one of them (the paper protocol).'
+    )
   seconds = train_folds(config, workdir, models, seeds, folds, budget)
   table, decisions = fold_scores(workdir, models, seeds, folds)
   # Only now, every checkpoint chosen, is the test split read.

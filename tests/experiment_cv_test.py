@@ -177,3 +177,9 @@ def test_flips_average_views_of_the_same_models(relaunched):
   assert plain.shape == flipped.shape == (8, 32, 32, 1)
   assert not np.allclose(plain, flipped)  # four views, not one
   assert 0.0 <= flipped.min() and flipped.max() <= 1.0
+
+
+def test_cv_refuses_a_test_split_used_for_validation(tiny_config, tmp_path):
+  tiny_config.eval_split = 'test'  # the paper protocol's shape
+  with pytest.raises(experiment.UserError, match='--folds needs a test split'):
+    experiment.run_experiment(tiny_config, str(tmp_path), seeds=1, folds=2)
