@@ -115,8 +115,7 @@ def train_runs(config, workdir: str, models, seeds: int, vmap: bool) -> dict:
 def per_image_scores(directory: str, test_data, rule: str) -> dict:
   """Per-image paper Jaccard and Dice (x 100) of a finished run; cached."""
   path = os.path.join(directory, PER_IMAGE)
-  scores = experiment_runs.cached_test_scores(path, [directory], test_data, rule)
-  return scores
+  return experiment_runs.cached_test_scores(path, [directory], test_data, rule)
 
 
 def describe(config, budget: str, seeds: int, rule: str) -> dict:

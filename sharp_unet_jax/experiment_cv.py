@@ -160,6 +160,11 @@ def run(config, workdir, models, seeds, folds, budget, tta, rule) -> dict:
   ensemble = ensemble_test(config, workdir, models, seeds, folds, tta, rule)
   decisions.append({'decision': 'final scoring', 'split': config.test_split})
   summary = {
+    'protocol_label': (
+      f'{folds}-fold cross-validation over {pool_of(config)} (folds fixed from '
+      'the example ids, each held-out fold choosing its checkpoint); the test '
+      'split read once, at the end, by the fold ensembles'
+    ),
     'train_seconds': seconds,
     'num_test_images': ensemble['num_test_images'],
     'models': ensemble['models'],

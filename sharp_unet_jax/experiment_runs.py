@@ -144,8 +144,7 @@ def test_scores(directories, test_data, rule: str, tta: str = 'none') -> dict:
   Returns:
     {'jaccard': [...], 'dice': [...], 'classes_left_out': count}.
   """
-  directory = restore.load_config(directories[0])
-  num_classes = directory.num_classes
+  num_classes = restore.load_config(directories[0]).num_classes
   jaccard, dice, left_out = [], [], 0
   for masks, probabilities in averaged_probabilities(directories, test_data, tta):
     for true, probs in zip(masks, probabilities):
