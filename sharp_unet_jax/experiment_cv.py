@@ -117,7 +117,7 @@ def ensemble_test(config, workdir, models, seeds, folds, tta, rule) -> dict:
     runs = []
     for index in range(seeds):
       dirs = [fold_dir(workdir, model, fold, index) for fold in range(folds)]
-      path = os.path.join(workdir, f'{model}_seed{index}_ensemble_test.json')
+      path = os.path.join(workdir, f'{model}_seed{index}_ensemble_{tta}.json')
       scores = experiment_runs.cached_test_scores(path, dirs, test_data, rule, tta)
       runs.append(
         {
