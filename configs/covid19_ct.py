@@ -9,6 +9,12 @@ Build the data set once, then train (DIR = the downloaded source files):
 DIR holds tr_im.nii.gz and tr_mask.nii.gz; images are the HU window
 [-512, 512] scaled to [0, 1]. See sharp_unet_jax/data/datasets/covid19_ct.py.
 
+Per-image scores (training's dice_per_image, evaluate, experiment) average
+over the classes present in an image's truth or prediction: a slice without
+pleural effusion, predicted without it, is not scored 1 for that class (the
+paper code's rule would be; `--absent_classes=count_absent` in evaluate and
+experiment restores it). Pooled scores are unchanged.
+
 Splits: train / validation / test (an independent test set). The paper's
 protocol, with no independent test set: `--config=configs/paper.py:covid19_ct`.
 """

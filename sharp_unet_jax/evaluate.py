@@ -28,7 +28,10 @@ The paper protocol (Sharp U-Net's evaluation code): probabilities thresholded
 at 0.5 per class, hard Jaccard and Dice per image, mean over images, x 100.
 Empty masks follow per_image_metrics' policy: both empty scores 1 (HD95 0),
 exactly one empty scores 0 (HD95 = the image diagonal); the cases are counted
-in the summary, never turned into NaN. HD95 is in pixels of the evaluated
+in the summary, never turned into NaN. With several foreground classes, a
+class absent from both truth and prediction is left out of the image's mean
+(counted in the summary); --absent_classes=count_absent keeps the paper
+code's rule, which averages it in as 1. HD95 is in pixels of the evaluated
 (resized) images, or in mm with --spacing (the pixel size at that size).
 """
 
@@ -49,6 +52,13 @@ from sharp_unet_jax.training import distributed, restore
 
 FLAGS = flags.FLAGS
 SCORES = per_image_metrics.SCORE_NAMES
+SKIP_ABSENT = per_image_metrics.SKIP_ABSENT
+
+
+def _check_rule(rule: str) -> None:
+  if rule not in per_image_metrics.ABSENT_RULES:
+    rules = list(per_image_metrics.ABSENT_RULES)
+    raise UserError(f'--absent_classes={rule} must be one of {rules}.')
 
 
 def parse_spacing(value: Optional[str]) -> Optional[tuple[float, float]]:
@@ -150,21 +160,37 @@ def _stats(values) -> dict[str, float]:
 
 
 def score_images(
-  indices, examples, labels, probabilities, num_classes, spacing
+  indices, examples, labels, probabilities, num_classes, spacing, rule=SKIP_ABSENT
 ) -> list[dict]:
-  """One CSV row per image: scores averaged over classes, then per class."""
+  """One CSV row per image: scores averaged over classes, then per class.
+
+  `rule` (per_image_metrics.ABSENT_RULES) says whether a class absent from
+  both truth and prediction enters the image's mean over classes.
+  """
   rows = []
   for k, index in enumerate(indices):
     true, pred = examples['mask'][k], labels[k]
     classes = per_image_metrics.image_scores(pred, true, num_classes, spacing)
-    jaccard, dice = per_image_metrics.paper_scores(probabilities[k], true, num_classes)
+    jaccard, dice = per_image_metrics.paper_scores(
+      probabilities[k], true, num_classes, rule
+    )
+    absent = [c.empty_case == per_image_metrics.BOTH_EMPTY for c in classes]
     ident = examples['id'][k]
     row = {
       'index': int(index),
       'id': ident.decode('utf-8', 'replace') if isinstance(ident, bytes) else ident,
     }
-    row.update({k: float(np.mean([getattr(c, k) for c in classes])) for k in SCORES})
+    row.update(
+      {
+        k: per_image_metrics.mean_over_classes(
+          [getattr(c, k) for c in classes], absent, rule
+        )
+        for k in SCORES
+      }
+    )
+    left_out = rule == SKIP_ABSENT and len(classes) > 1 and not all(absent)
     row.update(paper_jaccard=jaccard, paper_dice=dice)
+    row['classes_left_out'] = sum(absent) if left_out else 0
     for c, scores in enumerate(classes, start=1):
       for key in (*SCORES, 'intersection', 'predicted', 'true', 'empty_case'):
         row[f'{key}_class{c}'] = getattr(scores, key)
@@ -173,7 +199,7 @@ def score_images(
 
 
 def score_split(
-  restored, data, num_worst: int, spacing, mesh=None
+  restored, data, num_worst: int, spacing, mesh=None, rule=SKIP_ABSENT
 ) -> tuple[list, dict]:
   """Scores a split on every process; each gets all rows, in split order.
 
@@ -187,7 +213,7 @@ def score_split(
   num_classes = restored.config.num_classes
   for indices, examples, labels, probabilities in predict_batches(restored, data, mesh):
     batch_rows = score_images(
-      indices, examples, labels, probabilities, num_classes, spacing
+      indices, examples, labels, probabilities, num_classes, spacing, rule
     )
     rows += batch_rows
     for k, row in enumerate(batch_rows):
@@ -201,7 +227,7 @@ def score_split(
   return rows, worst
 
 
-def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
+def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> dict:
   """Per-image statistics, pooled scores, paper protocol and empty counts."""
   classes = range(1, max(num_classes, 2))
   pooled = {}
@@ -243,6 +269,8 @@ def summarize(rows: list[dict], num_classes: int, spacing) -> dict:
       'both empty: Dice/IoU/precision/recall 1, HD95 0; exactly one empty: '
       'Dice/IoU/precision/recall 0, HD95 = image diagonal'
     ),
+    'absent_class_rule': rule,
+    'classes_left_out': int(sum(r['classes_left_out'] for r in rows)),
   }
 
 
@@ -270,6 +298,7 @@ def evaluate(
   spacing: Optional[tuple[float, float]] = None,
   data_dir: Optional[str] = None,
   mesh: Optional[jax.sharding.Mesh] = None,
+  absent_classes: str = SKIP_ABSENT,
 ) -> dict:
   """Scores a workdir's model on a split and writes the reports.
 
@@ -282,6 +311,7 @@ def evaluate(
     spacing: (row, column) pixel size in mm for HD95; None: pixels.
     data_dir: the TFDS data dir, when it moved since training.
     mesh: the ('data',) mesh to predict on; None: this process's devices.
+    absent_classes: 'skip_absent' or 'count_absent' (per_image_metrics).
 
   Returns:
     The summary written to summary.json.
@@ -291,6 +321,7 @@ def evaluate(
   """
   if num_worst < 0:
     raise UserError(f'--num_worst={num_worst} must be 0 or more.')
+  _check_rule(absent_classes)
   restored = restore.load(workdir, checkpoint)
   config = restored.config
   split, data = _load_split(config, split, data_dir)
@@ -301,7 +332,9 @@ def evaluate(
     image_io.make_output_dir(output_dir)
   logging.info('Evaluating %s on %s[%s]', restored.checkpoint, config.dataset, split)
 
-  rows, worst_labels = score_split(restored, data, num_worst, spacing, mesh)
+  rows, worst_labels = score_split(
+    restored, data, num_worst, spacing, mesh, absent_classes
+  )
   summary = {
     'workdir': workdir,
     'checkpoint': restored.checkpoint,
@@ -309,7 +342,7 @@ def evaluate(
     'dataset': config.dataset,
     'split': split,
     'image_size': list(config.image_size),
-    **summarize(rows, config.num_classes, spacing),
+    **summarize(rows, config.num_classes, spacing, absent_classes),
   }
   if is_chief:  # the reports are written once, by process 0
     summary['worst'] = split_report.write_worst(
@@ -329,6 +362,12 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_worst', 8, 'Overlays of this many lowest-Dice images.')
   flags.DEFINE_string('spacing', None, "Pixel size 'MM' or 'ROW_MM,COL_MM' for HD95.")
   flags.DEFINE_string('data_dir', None, 'TFDS data dir, if not the one of training.')
+  flags.DEFINE_string(
+    'absent_classes',
+    SKIP_ABSENT,
+    "Per-image mean over classes: 'skip_absent' leaves out a class absent from "
+    "truth and prediction; 'count_absent' scores it 1 (the paper code's rule).",
+  )
   distributed.define_flags()
   flags.mark_flags_as_required(['workdir'])
 
@@ -345,6 +384,7 @@ def main(argv) -> None:
     num_worst=FLAGS.num_worst,
     spacing=parse_spacing(FLAGS.spacing),
     data_dir=FLAGS.data_dir,
+    absent_classes=FLAGS.absent_classes,
   )
   if jax.process_index() != 0:
     return

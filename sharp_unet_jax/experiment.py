@@ -1,45 +1,48 @@
-r"""U-Net vs Sharp U-Net over several seeds, reported like the paper, with a test.
+r"""U-Net vs Sharp U-Net over several seeds, compared at the level of seeds.
 
   python -m sharp_unet_jax.experiment --config=configs/default.py \
-      --workdir=DIR [--seeds=5] [--models=unet,sharp_unet] [--vmap] \
-      [--config.num_train_steps=...]
+      --workdir=DIR [--seeds=5] [--budget=best|fixed] [--folds=K] \
+      [--tta=none|flips] [--models=unet,sharp_unet] [--vmap] \
+      [--absent_classes=skip_absent|count_absent] [--config.num_train_steps=...]
 
 Each (model, seed k) run trains in DIR/<model>_seed<k>/ with
 `train.train_and_evaluate` and config.seed = config.seed + k (initialisation,
-data order and augmentation). A rerun skips finished runs (test_metrics.json
-present) and resumes unfinished ones from their checkpoints.
+data order and augmentation), so the two models of seed k see the same data
+in the same order and are scored on the same test images. A rerun skips
+finished runs (test_metrics.json present) and resumes unfinished ones from
+their checkpoints.
 
-Then every run's parameters (the state its test metrics were taken from:
-the best checkpoint after early stopping, else the latest) are restored, the
-test split is predicted, and each test image gets the paper's hard Jaccard
-and Dice (threshold 0.5, x 100; per_image_metrics.paper_scores), cached in
-the run folder as per_image_test.json. Written to DIR:
+Budgets (experiment_runs.budget_config): 'best' (the default) trains with
+the paper's recipe on the validation split (reduce-on-plateau, early
+stopping, the best state kept), config.num_train_steps being a cap, and
+scores each run at its best validation checkpoint; 'fixed' trains exactly
+num_train_steps steps with the config's schedule and scores the last state.
 
-  results.json  per model: Jaccard and Dice, mean and population std over
-                seeds of the per-image means (the paper's protocol), and per
-                seed; the paper's published numbers when config.dataset is
-                one of its six data sets; the paired comparison.
-  results.md    the same as tables, in the paper's layout.
+--folds=K runs k-fold cross-validation instead (experiment_cv.py): folds over
+train + validation fixed from example ids, each fold's held-out part choosing
+that fold's checkpoint, and the test split scored once, at the end, by the
+ensemble of the K fold models of each seed.
 
-Paired comparison on the same test images: each image's Dice is first
-averaged over the seeds of each model; the differences Sharp U-Net - U-Net
-over images give the mean difference, a 95 % bootstrap confidence interval
-(resampling images, 10,000 resamples, percentile method) and the Wilcoxon
-signed-rank test's two-sided p-value (scipy.stats.wilcoxon; zero differences
-dropped). It says whether Sharp U-Net is better on these images with these
-seeds; the seed spread is in the table.
+Scores: each test image gets the paper's hard Jaccard and Dice (threshold
+0.5, x 100; per_image_metrics.paper_scores; with several classes, a class
+absent from both truth and prediction is left out of that image's mean
+unless --absent_classes=count_absent). Written to DIR:
 
---vmap trains the seeds of each model at once in one process (replicas.py):
-per-replica batches, so replica k sees the batches of seed k's sequential
-run. Constant or cosine schedules only; no periodic validation. On CPU it
-is about 5x slower than seeds in sequence (measured in replicas.py).
+  results.json  per model: mean and population std over seeds (the paper's
+                table) and per seed; the comparison (statistics.compare):
+                seed_level (one paired difference Sharp U-Net - U-Net per
+                seed, mean, 95 % t-interval and bootstrap interval),
+                hierarchical_bootstrap (seeds, then images) and image_level
+                (paired tests within each seed, secondary); with --folds, cv.
+  results.md    the same as tables, saying n, the unit, the test and what
+                the result does not show.
+  validation_dice.png  validation Dice against step, mean and min-max band
+                over runs, per model.
 
-Measured on synthetic_lesions with configs/default.py, 5 seeds, 150 steps
-(CPU, 2 shared cores; about 20 minutes for the 10 runs): see
-docs/experiments.md for the table.
+--vmap trains the seeds of each model at once in one process (replicas.py;
+constant or cosine schedules, no periodic validation: --budget=fixed only).
 """
 
-import json
 import os
 import time
 from typing import Sequence
@@ -47,16 +50,15 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from sharp_unet_jax import evaluate, replicas, workdirs
+from sharp_unet_jax import experiment_cv, experiment_runs, replicas, workdirs
 from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.evaluation import experiment_report, per_image_metrics
-from sharp_unet_jax.training import restore, train
+from sharp_unet_jax.evaluation import experiment_report, per_image_metrics, statistics
+from sharp_unet_jax.training import train
 
 MODELS = experiment_report.MODELS
-
-METRICS = 'test_metrics.json'
 PER_IMAGE = 'per_image_test.json'
+SETTINGS = 'experiment.json'
 
 
 def run_dir(workdir: str, model: str, index: int) -> str:
@@ -72,14 +74,7 @@ def run_config(config, model: str, index: int):
   return one
 
 
-def is_finished(directory: str) -> bool:
-  """Whether the run in `directory` has written its test metrics."""
-  return os.path.exists(os.path.join(directory, METRICS))
-
-
-def _read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+is_finished = experiment_runs.is_finished
 
 
 def parse_models(value: str) -> list[str]:
@@ -111,66 +106,57 @@ def train_runs(config, workdir: str, models, seeds: int, vmap: bool) -> dict:
         os.path.join(workdir, f'{model}_vmap_state'),
       )
     for k in [] if vmap else todo:
-      results = train.train_and_evaluate(run_config(config, model, k), dirs[k])
-      if results.get('preempted'):
-        raise UserError(
-          f'Preempted during {dirs[k]} (step {results["step"]}); run the same '
-          'command again to resume.'
-        )
+      experiment_runs.train_one(run_config(config, model, k), dirs[k])
     if todo:
       seconds[model] = time.perf_counter() - begin
   return seconds
 
 
-def per_image_scores(directory: str, test_data) -> dict:
+def per_image_scores(directory: str, test_data, rule: str) -> dict:
   """Per-image paper Jaccard and Dice (x 100) of a finished run; cached."""
   path = os.path.join(directory, PER_IMAGE)
-  if os.path.exists(path):
-    return _read_json(path)
-  which = _read_json(os.path.join(directory, METRICS)).get('checkpoint', 'latest')
-  restored = restore.load(directory, which)
-  num_classes = restored.config.num_classes
-  pairs = [
-    per_image_metrics.paper_scores(probabilities[k], true, num_classes)
-    for _, examples, _, probabilities in evaluate.predict_batches(restored, test_data)
-    for k, true in enumerate(examples['mask'])
-  ]
-  scores = {
-    'checkpoint': which,
-    'step': restored.step,
-    'jaccard': [p[0] for p in pairs],
-    'dice': [p[1] for p in pairs],
-  }
-  workdirs.write_json_atomically(path, scores)
-  return scores
+  return experiment_runs.cached_test_scores(path, [directory], test_data, rule)
 
 
-def summarize(config, workdir: str, models, seeds: int, seconds: dict) -> dict:
-  """Collects per-image scores of every run into the results dictionary."""
-  test_data = input_pipeline.load_split(config, config.test_split)
-  summary = {
+def describe(config, budget: str, seeds: int, rule: str) -> dict:
+  """What every summary states: data, protocol, budget, seeds, rule."""
+  paper_protocol = config.eval_split == config.test_split
+  return {
     'dataset': config.dataset,
     'test_split': config.test_split,
-    'num_test_images': len(test_data),
     'seeds': [int(config.seed) + k for k in range(seeds)],
     'num_train_steps': config.num_train_steps,
-    'schedule': config.get('schedule', 'constant'),
-    'early_stopping': bool(config.get('early_stopping', False)),
+    'budget': budget,
+    'schedule': 'plateau' if budget == 'best' else config.get('schedule', 'constant'),
+    'early_stopping': budget == 'best' or bool(config.get('early_stopping', False)),
+    'protocol_label': (
+      "the paper's protocol: the validation split is the test split, so the "
+      'checkpoint is chosen on the images reported'
+      if paper_protocol
+      else 'independent train / validation / test splits'
+    ),
     'protocol': (
       'per-image hard Jaccard and Dice at threshold 0.5, mean over test images, '
       'x 100; mean and population std over seeds'
     ),
-    'train_seconds': seconds,
-    'models': {},
+    'absent_class_rule': rule,
     'paper': experiment_report.paper_numbers(config.dataset),
   }
-  per_image = {}
+
+
+def summarize(config, workdir: str, models, seeds: int, rule: str) -> dict:
+  """Scores every run on the test split; the per-model table and comparison."""
+  test_data = input_pipeline.load_split(config, config.test_split)
+  summary = {'num_test_images': len(test_data), 'models': {}}
+  per_image, left_out = {}, 0
   for model in models:
     runs = []
     for k in range(seeds):
       directory = run_dir(workdir, model, k)
-      scores = per_image_scores(directory, test_data)
-      metrics = _read_json(os.path.join(directory, METRICS))
+      scores = per_image_scores(directory, test_data, rule)
+      metrics = experiment_runs.read_json(
+        os.path.join(directory, experiment_runs.METRICS)
+      )
       runs.append(
         {
           'seed': int(config.seed) + k,
@@ -179,24 +165,39 @@ def summarize(config, workdir: str, models, seeds: int, seconds: dict) -> dict:
           'dice': float(np.mean(scores['dice'])),
           'step': metrics['step'],
           'last_step': metrics.get('last_step', metrics['step']),
-          'checkpoint': scores['checkpoint'],
+          'checkpoint': scores['checkpoints'][0],
         }
       )
       per_image.setdefault(model, []).append(scores['dice'])
+      left_out += scores['classes_left_out']
     summary['models'][model] = {
       'jaccard': experiment_report.mean_std([r['jaccard'] for r in runs]),
       'dice': experiment_report.mean_std([r['dice'] for r in runs]),
       'runs': runs,
     }
+  summary['classes_left_out'] = left_out
   if all(model in per_image for model in MODELS):
-    unet, sharp = (np.mean(per_image[m], axis=0) for m in MODELS)
-    summary['paired'] = {
-      'metric': 'dice x 100',
-      'difference': 'sharp_unet - unet',
-      'pairing': 'per test image, each model averaged over its seeds first',
-      **experiment_report.paired_comparison(unet, sharp),
-    }
+    seed_values = [int(config.seed) + k for k in range(seeds)]
+    summary.update(statistics.compare(per_image, seed_values))
   return summary
+
+
+def check_settings(workdir: str, settings: dict) -> None:
+  """Records DIR/experiment.json; refuses a DIR run with other settings.
+
+  Raises:
+    UserError: when DIR holds runs of another budget or fold count.
+  """
+  path = os.path.join(workdir, SETTINGS)
+  if os.path.exists(path):
+    before = experiment_runs.read_json(path)
+    if before != settings:
+      raise UserError(
+        f'{workdir} holds runs made with {before}, not {settings}; use another '
+        '--workdir or the same flags.'
+      )
+  else:
+    workdirs.write_json_atomically(path, settings)
 
 
 def run_experiment(
@@ -205,20 +206,48 @@ def run_experiment(
   seeds: int = 5,
   models: Sequence[str] = MODELS,
   vmap: bool = False,
+  budget: str = 'best',
+  folds: int = 0,
+  tta: str = 'none',
+  absent_classes: str = per_image_metrics.SKIP_ABSENT,
 ) -> dict:
-  """Trains what is missing, scores every run, writes results.{json,md}.
+  """Trains what is missing, scores every run, writes results.{json,md,png}.
 
   Raises:
     UserError: for bad arguments, a bad config or a failed run.
   """
   if seeds <= 0:
     raise UserError(f'--seeds must be positive, got {seeds}.')
+  if folds == 1 or folds < 0:
+    raise UserError(f'--folds={folds} must be 0 (no cross-validation) or 2 or more.')
+  if absent_classes not in per_image_metrics.ABSENT_RULES:
+    raise UserError(
+      f'--absent_classes={absent_classes} must be one of '
+      f'{list(per_image_metrics.ABSENT_RULES)}.'
+    )
+  experiment_runs.flips(tta)  # Checks the value before any training.
   workdir = workdirs.prepare(workdir)
   train.check_config(config)
+  if vmap and (budget != 'fixed' or folds):
+    raise UserError('--vmap needs --budget=fixed and no --folds (no validation).')
   if vmap:
     replicas.check_supported(config)
-  seconds = train_runs(config, workdir, models, seeds, vmap)
-  summary = summarize(config, workdir, models, seeds, seconds)
+  check_settings(workdir, {'budget': budget, 'folds': folds})
+  summary = describe(config, budget, seeds, absent_classes)
+  if folds:
+    summary.update(
+      experiment_cv.run(
+        config, workdir, models, seeds, folds, budget, tta, absent_classes
+      )
+    )
+  else:
+    num_train = experiment_runs.num_examples(config, config.train_split)
+    run = experiment_runs.budget_config(config, budget, num_train)
+    summary['train_seconds'] = train_runs(run, workdir, models, seeds, vmap)
+    summary.update(summarize(run, workdir, models, seeds, absent_classes))
+    dirs = {m: [run_dir(workdir, m, k) for k in range(seeds)] for m in models}
+    title = f'{config.dataset}, budget {budget}, {seeds} seeds per model'
+    summary['learning_curve'] = experiment_runs.write_curves(workdir, dirs, title)
   summary['vmap'] = bool(vmap)
   workdirs.write_json_atomically(os.path.join(workdir, 'results.json'), summary)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
@@ -231,14 +260,16 @@ def main(argv) -> None:
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
   summary = run_experiment(
     values.config,
     values.workdir,
     seeds=values.seeds,
     models=parse_models(values.models),
     vmap=values.vmap,
+    budget=values.budget,
+    folds=values.folds,
+    tta=values.tta,
+    absent_classes=values.absent_classes,
   )
   print(experiment_report.markdown(summary))
   print(f'Written: {os.path.join(os.path.abspath(values.workdir), "results.md")}')
@@ -255,6 +286,24 @@ def _define_flags() -> None:
   flags.DEFINE_integer('seeds', 5, 'Runs per model (the paper: 5).')
   flags.DEFINE_string('models', ','.join(MODELS), 'Comma-separated models.')
   flags.DEFINE_bool('vmap', False, 'Train the seeds of a model at once (vmap).')
+  flags.DEFINE_enum(
+    'budget',
+    'best',
+    list(experiment_runs.BUDGETS),
+    "'best': the paper's recipe on the validation split, num_train_steps a cap, "
+    "scored at the best validation checkpoint; 'fixed': num_train_steps steps.",
+  )
+  flags.DEFINE_integer('folds', 0, 'K-fold cross-validation over train+validation.')
+  flags.DEFINE_enum(
+    'tta', 'none', list(experiment_runs.TTA), 'Test-time views of the fold ensemble.'
+  )
+  flags.DEFINE_enum(
+    'absent_classes',
+    per_image_metrics.SKIP_ABSENT,
+    list(per_image_metrics.ABSENT_RULES),
+    'Per-image mean over classes: leave out, or count as 1, a class absent from '
+    'both truth and prediction.',
+  )
   flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sharp_unet_jax import experiment
-from sharp_unet_jax.evaluation import experiment_report
+from sharp_unet_jax import experiment, experiment_runs
+from sharp_unet_jax.evaluation import experiment_report, statistics
 from sharp_unet_jax.training import restore, train
 
 
@@ -29,7 +29,7 @@ def finished(tfds_dir, tmp_path_factory):
   """An experiment of both models x 2 seeds, run to the end."""
   workdir = str(tmp_path_factory.mktemp('experiment'))
   config = small_config(tfds_dir)
-  summary = experiment.run_experiment(config, workdir, seeds=2)
+  summary = experiment.run_experiment(config, workdir, seeds=2, budget='fixed')
   return config, workdir, summary
 
 
@@ -51,16 +51,36 @@ def test_writes_results_in_the_papers_layout(finished):
       with open(os.path.join(run['workdir'], 'test_metrics.json')) as f:
         metrics = json.load(f)
       assert run['dice'] == pytest.approx(100 * metrics['dice_per_image'], abs=1e-3)
-  paired = saved['paired']
-  assert paired['num_images'] == 16
-  low, high = paired['ci95']
-  assert low <= paired['mean_difference'] <= high
-  assert 0.0 <= paired['wilcoxon_p'] <= 1.0
+  # The headline: one paired difference per seed, from the runs' own means.
+  seed_level = saved['seed_level']
+  expected = [
+    sharp['dice'] - unet['dice']
+    for unet, sharp in zip(
+      saved['models']['unet']['runs'], saved['models']['sharp_unet']['runs']
+    )
+  ]
+  assert seed_level['differences'] == pytest.approx(expected)
+  assert seed_level['mean'] == pytest.approx(np.mean(expected))
+  for key in ('ci95_t', 'ci95_bootstrap'):
+    low, high = seed_level[key]
+    assert low <= seed_level['mean'] <= high
+  low, high = saved['hierarchical_bootstrap']['ci95']
+  assert low <= seed_level['mean'] + 1e-9 and seed_level['mean'] - 1e-9 <= high
+  # Secondary: image-level paired tests, one per seed, on the 16 test images.
+  assert [row['seed'] for row in saved['image_level']] == [0, 1]
+  for row, difference in zip(saved['image_level'], expected):
+    assert row['num_images'] == 16
+    assert row['mean_difference'] == pytest.approx(difference)
+    assert 0.0 <= row['wilcoxon_p'] <= 1.0
   assert saved['paper'] is None  # synthetic data: no published numbers
+  assert saved['budget'] == 'fixed'
+  assert os.path.getsize(os.path.join(workdir, 'validation_dice.png')) > 1000
+  assert saved['learning_curve']['bands']['U-Net']['step'] == [2]
   with open(os.path.join(workdir, 'results.md')) as f:
     text = f.read()
   assert '| Dataset | U-Net Jaccard | Sharp U-Net Jaccard | U-Net Dice |' in text
-  assert 'Wilcoxon signed-rank p' in text and 'bootstrap 95 % CI' in text
+  assert 'Unit: the seed (n = 2)' in text and '95 % t-interval' in text
+  assert 'Secondary: image-level' in text and 'What this does not show' in text
   assert summary['models'].keys() == saved['models'].keys()
 
 
@@ -76,7 +96,7 @@ def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch)
     return real(run_config, run_workdir)
 
   monkeypatch.setattr(train, 'train_and_evaluate', counting)
-  again = experiment.run_experiment(config, workdir, seeds=2)
+  again = experiment.run_experiment(config, workdir, seeds=2, budget='fixed')
   # Only the unfinished run ran; it resumed at its last checkpoint (step 2).
   assert calls == [('unet', 1, unfinished)]
   with open(os.path.join(unfinished, 'test_metrics.json')) as f:
@@ -91,9 +111,9 @@ def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
   config, workdir, _ = finished
   vmapped = str(tmp_path)
   summary = experiment.run_experiment(
-    config, vmapped, seeds=2, models=['unet'], vmap=True
+    config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
   )
-  assert summary['vmap'] and 'paired' not in summary
+  assert summary['vmap'] and 'seed_level' not in summary
   for k in range(2):
     ours = restore.load(experiment.run_dir(vmapped, 'unet', k))
     theirs = restore.load(experiment.run_dir(workdir, 'unet', k))
@@ -106,7 +126,7 @@ def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
       np.testing.assert_allclose(a, b, atol=2e-4, rtol=0)
   # A rerun finds everything finished.
   again = experiment.run_experiment(
-    config, vmapped, seeds=2, models=['unet'], vmap=True
+    config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
   )
   assert again['train_seconds'] == {}
 
@@ -115,12 +135,12 @@ def test_paired_comparison_matches_scipy():
   rng = np.random.default_rng(1)
   a = rng.uniform(70, 90, 50)
   b = a + rng.normal(0.5, 1.0, 50)
-  result = experiment_report.paired_comparison(a, b, samples=2000)
+  result = statistics.paired_comparison(a, b, samples=2000)
   assert result['mean_difference'] == pytest.approx(np.mean(b - a))
   assert result['wilcoxon_p'] == pytest.approx(stats.wilcoxon(b - a).pvalue)
   low, high = result['ci95']
   assert low < np.mean(b - a) < high and high - low < 1.0
-  same = experiment_report.paired_comparison(a, a, samples=100)
+  same = statistics.paired_comparison(a, a, samples=100)
   assert same['wilcoxon_p'] == 1.0 and same['ci95'] == [0.0, 0.0]
 
 
@@ -160,3 +180,22 @@ def test_paper_numbers_are_the_published_table():
 def test_bad_models_fail_clearly():
   with pytest.raises(experiment.UserError, match='--models=unet,resnet'):
     experiment.parse_models('unet,resnet')
+
+
+def test_a_workdir_of_other_settings_is_refused(finished):
+  config, workdir, _ = finished
+  with pytest.raises(experiment.UserError, match='budget'):
+    experiment.run_experiment(config, workdir, seeds=2, budget='best')
+
+
+def test_best_budget_is_the_papers_recipe_with_a_step_cap(tiny_config):
+  tiny_config.num_train_steps = 1000
+  tiny_config.eval_every_steps = 500
+  best = experiment_runs.budget_config(tiny_config, 'best', num_train=64)
+  assert best.schedule == 'plateau' and best.early_stopping
+  assert best.save_best_checkpoint and best.num_train_steps == 1000
+  assert best.eval_every_steps == 8  # one epoch: 64 images, batch 8
+  fixed = experiment_runs.budget_config(tiny_config, 'fixed', num_train=64)
+  assert fixed.to_dict() == tiny_config.to_dict()
+  with pytest.raises(experiment.UserError, match='--budget=long'):
+    experiment_runs.budget_config(tiny_config, 'long', num_train=64)

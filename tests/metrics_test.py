@@ -62,7 +62,12 @@ def test_multiclass_averages_foreground_classes():
   pred = np.array([[[1, 1], [1, 2]]])
   # class 1: I=2, P=3, T=2 -> 0.8 ; class 2: I=1, P=1, T=2 -> 2/3 ; class 3 empty -> 1
   out = evaluate(pred, true, num_classes=4)
+  # Pooled: unchanged, the absent class 3 counts as 1 over the data set.
   assert out['dice'] == pytest.approx((0.8 + 2 / 3 + 1) / 3)
+  # Per image: class 3, absent from truth and prediction, is left out.
+  assert out['dice_per_image'] == pytest.approx((0.8 + 2 / 3) / 2)
+  # class 1: IoU 2/3; class 2: IoU 1/2.
+  assert out['iou_per_image'] == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
 def test_hard_predictions_threshold_and_argmax():

@@ -138,3 +138,35 @@ def test_paper_scores_threshold_half_strictly_and_in_percent():
 def test_bad_spacing_is_rejected():
   with pytest.raises(ValueError, match='spacing'):
     pim.hd95(np.ones((2, 2)), np.ones((2, 2)), spacing=(0, 1))
+
+
+# A 3-class case worked out by hand: classes 1 and 2 present, class 3 absent
+# from both truth and prediction.
+TRUTH_3 = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
+PRED_3 = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 2, 2], [0, 2, 2, 0]])
+# class 1: |P∩T| = 3, |P| = 3, |T| = 4: Dice 6/7, IoU 3/4;
+# class 2: |P∩T| = 3, |P| = 4, |T| = 4: Dice 6/8, IoU 3/5; class 3: absent.
+DICE_SKIP = (6 / 7 + 6 / 8) / 2
+IOU_SKIP = (3 / 4 + 3 / 5) / 2
+DICE_COUNT = (6 / 7 + 6 / 8 + 1) / 3  # the old rule: class 3 scores 1
+IOU_COUNT = (3 / 4 + 3 / 5 + 1) / 3
+
+
+def test_absent_class_is_left_out_of_the_image_mean_by_default():
+  probabilities = np.eye(4)[PRED_3]  # one-hot: each class's probability 0 or 1
+  jaccard, dice = pim.paper_scores(probabilities, TRUTH_3, 4)
+  assert (jaccard, dice) == pytest.approx((100 * IOU_SKIP, 100 * DICE_SKIP))
+  old = pim.paper_scores(probabilities, TRUTH_3, 4, rule=pim.COUNT_ABSENT)
+  assert old == pytest.approx((100 * IOU_COUNT, 100 * DICE_COUNT))
+  classes = pim.image_scores(PRED_3, TRUTH_3, 4)
+  absent = [c.empty_case == pim.BOTH_EMPTY for c in classes]
+  assert absent == [False, False, True]
+  dices = [c.dice for c in classes]
+  assert pim.mean_over_classes(dices, absent) == pytest.approx(DICE_SKIP)
+  assert pim.mean_over_classes(dices, absent, pim.COUNT_ABSENT) == pytest.approx(
+    DICE_COUNT
+  )
+  # Every class absent (an empty image, correctly empty): 1, as before.
+  assert pim.mean_over_classes([1.0, 1.0], [True, True]) == 1.0
+  with pytest.raises(ValueError, match='absent-class rule'):
+    pim.mean_over_classes(dices, absent, 'average')

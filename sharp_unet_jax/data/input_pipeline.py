@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import jax
 import numpy as np
 
-from sharp_unet_jax.data import data_source, weight_map
+from sharp_unet_jax.data import data_source, folds, weight_map
 from sharp_unet_jax.data.data_source import (  # noqa: F401
   check_mask_values,
   get_builder,
@@ -72,7 +72,7 @@ def load_split(config, split: str, instances: bool = False) -> data_source.Split
 
   Args:
     config: the training config.
-    split: the TFDS split name.
+    split: the TFDS split name, or a fold of folds.py.
     instances: also read the `instances` feature (nearest-neighbour resized)
       when the data set has one.
 
@@ -80,6 +80,8 @@ def load_split(config, split: str, instances: bool = False) -> data_source.Split
     UserError: for a missing split. Mask values that do not fit
       config.num_classes are reported when their example is read.
   """
+  if folds.parse(split) is not None:  # A cross-validation fold (folds.py).
+    return folds.load(config, split, instances)
   builder = get_builder(config)
   if split not in builder.info.splits:
     raise UserError(

@@ -11,9 +11,11 @@ Two aggregations are offered, as papers report both:
   the scores are averaged over images.
 
 Empty masks: when an image has neither a true nor a predicted foreground pixel
-of a class, its Dice and IoU for that class are 1 (a perfect "nothing there").
-When exactly one of them is empty, they are 0. The pooled scores follow the
-same rule over the whole data set.
+of a class, its Dice and IoU for that class are 1 (a perfect "nothing there");
+when exactly one of them is empty, they are 0. An image's per-image score
+averages only the classes present in its truth or prediction (an absent class
+would raise every such image's score); an image with no class present scores
+1. The pooled scores follow the same rule over the whole data set.
 """
 
 from typing import Optional
@@ -173,24 +175,55 @@ class PooledSoftIoU(metrics.Metric):
     )
 
 
+def per_image_mean(scores, predicted, true):
+  """Each image's mean over its foreground classes, absent classes left out.
+
+  A class with neither a true nor a predicted pixel in an image says nothing
+  about that image and is left out of its mean; an image where every class is
+  absent scores 1 (nothing to find, nothing found). With one foreground class
+  this is the plain score.
+
+  Args:
+    scores: (N, K - 1) per-image, per-class scores.
+    predicted: (N, K - 1) predicted pixel counts.
+    true: (N, K - 1) true pixel counts.
+
+  Returns:
+    (N,) per-image means.
+  """
+  present = (predicted + true) > 0
+  kept = jnp.sum(jnp.where(present, scores, 0.0), axis=-1)
+  count = jnp.sum(present, axis=-1)
+  return jnp.where(count > 0, kept / jnp.maximum(count, 1), 1.0)
+
+
 @flax.struct.dataclass
-class PerImageDice(metrics.Average):
-  """Mean over images of each image's Dice (averaged over foreground classes)."""
+class _PerImageScore(metrics.Average):
+  """Mean over images of a per-image score (see per_image_mean)."""
+
+  @staticmethod
+  def score(intersection, predicted, true):
+    raise NotImplementedError
 
   @classmethod
   def from_model_output(cls, intersection, predicted, true, mask=None, **_):
-    per_image = jnp.mean(dice_from_counts(intersection, predicted, true), axis=-1)
+    scores = cls.score(intersection, predicted, true)
+    per_image = per_image_mean(scores, predicted, true)
     return super().from_model_output(per_image, mask=mask)
 
 
 @flax.struct.dataclass
-class PerImageIoU(metrics.Average):
-  """Mean over images of each image's IoU (averaged over foreground classes)."""
+class PerImageDice(_PerImageScore):
+  """Mean over images of each image's Dice (mean of its present classes)."""
 
-  @classmethod
-  def from_model_output(cls, intersection, predicted, true, mask=None, **_):
-    per_image = jnp.mean(iou_from_counts(intersection, predicted, true), axis=-1)
-    return super().from_model_output(per_image, mask=mask)
+  score = staticmethod(dice_from_counts)
+
+
+@flax.struct.dataclass
+class PerImageIoU(_PerImageScore):
+  """Mean over images of each image's IoU (mean of its present classes)."""
+
+  score = staticmethod(iou_from_counts)
 
 
 @flax.struct.dataclass

@@ -19,6 +19,11 @@ Empty masks follow one policy, never giving NaN:
   are 0 and HD95 is the image diagonal (the largest possible error).
 Precision with an empty prediction and recall with an empty truth follow the
 same rule. Each case is recorded so that summaries can count it.
+
+Averaged over the classes of one image (several foreground classes), a class
+absent from both truth and prediction is left out by default (SKIP_ABSENT):
+its perfect 1 would raise every image that lacks the class. COUNT_ABSENT
+keeps the paper code's rule (every class averaged).
 """
 
 import dataclasses
@@ -34,6 +39,12 @@ TRUE_EMPTY = 'true_empty'
 EMPTY_CASES = (BOTH_EMPTY, PRED_EMPTY, TRUE_EMPTY)
 
 SCORE_NAMES = ('dice', 'iou', 'precision', 'recall', 'hd95')
+
+# Rules for a class absent from both truth and prediction in an image, when
+# an image's scores are averaged over classes (mean_over_classes).
+SKIP_ABSENT = 'skip_absent'
+COUNT_ABSENT = 'count_absent'
+ABSENT_RULES = (SKIP_ABSENT, COUNT_ABSENT)
 
 # 4-connectivity: a pixel is on the boundary if one of its 4 neighbours is not.
 _CROSS = ndimage.generate_binary_structure(2, 1)
@@ -175,15 +186,35 @@ def image_scores(
   ]
 
 
-def paper_scores(
+def mean_over_classes(values, absent, rule: str = SKIP_ABSENT) -> float:
+  """An image's mean of per-class values under the absent-class rule.
+
+  Args:
+    values: one value per foreground class.
+    absent: one bool per class: neither truth nor prediction has a pixel.
+    rule: SKIP_ABSENT (default) leaves absent classes out of the mean, and an
+      image where every class is absent keeps the all-class mean (each class
+      scores 1, HD95 0); COUNT_ABSENT averages all classes, absent ones
+      scoring 1 (the paper code's rule, which raises multi-class scores).
+
+  Raises:
+    ValueError: for an unknown rule.
+  """
+  if rule not in ABSENT_RULES:
+    raise ValueError(f'Unknown absent-class rule {rule!r}; use one of {ABSENT_RULES}.')
+  values, absent = np.asarray(values, np.float64), np.asarray(absent, bool)
+  if rule == SKIP_ABSENT and not absent.all():
+    values = values[~absent]
+  return float(values.mean())
+
+
+def paper_class_scores(
   probabilities: np.ndarray, true_labels: np.ndarray, num_classes: int
-) -> tuple[float, float]:
-  """The Sharp U-Net paper's per-image Jaccard and Dice, in percent.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The paper's per-class hard Jaccard and Dice of one image, and absences.
 
   Each foreground class's probability is thresholded at 0.5 (one-vs-rest, as
-  `np.round` of the network output does), scored against the truth, and the
-  scores are averaged over foreground classes. Empty masks follow the
-  module's policy (both empty: 100).
+  `np.round` of the network output does) and scored against the truth.
 
   Args:
     probabilities: (H, W, 1) sigmoid or (H, W, K) softmax probabilities.
@@ -191,9 +222,10 @@ def paper_scores(
     num_classes: the model's num_classes.
 
   Returns:
-    (jaccard, dice) x 100.
+    (jaccard, dice, absent), one entry per foreground class; a class absent
+    from both truth and prediction scores 1.
   """
-  jaccards, dices = [], []
+  jaccards, dices, absent = [], [], []
   for c in range(1, max(num_classes, 2)):
     channel = 0 if num_classes == 1 else c
     pred = probabilities[..., channel] > 0.5
@@ -203,4 +235,26 @@ def paper_scores(
     union = total - intersection
     jaccards.append(intersection / union if union else 1.0)
     dices.append(2.0 * intersection / total if total else 1.0)
-  return 100.0 * float(np.mean(jaccards)), 100.0 * float(np.mean(dices))
+    absent.append(total == 0)
+  return np.array(jaccards), np.array(dices), np.array(absent)
+
+
+def paper_scores(
+  probabilities: np.ndarray,
+  true_labels: np.ndarray,
+  num_classes: int,
+  rule: str = SKIP_ABSENT,
+) -> tuple[float, float]:
+  """The Sharp U-Net paper's per-image Jaccard and Dice, in percent.
+
+  Per-class scores of `paper_class_scores`, averaged over foreground classes
+  with the absent-class `rule` (mean_over_classes).
+
+  Returns:
+    (jaccard, dice) x 100.
+  """
+  jaccard, dice, absent = paper_class_scores(probabilities, true_labels, num_classes)
+  return (
+    100.0 * mean_over_classes(jaccard, absent, rule),
+    100.0 * mean_over_classes(dice, absent, rule),
+  )

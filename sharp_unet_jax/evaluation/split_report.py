@@ -68,7 +68,8 @@ def _empty_masks_table(summary: dict) -> list[str]:
   lines = [
     '## Empty masks',
     '',
-    f'Policy: {summary["empty_mask_policy"]}.',
+    f'Policy: {summary["empty_mask_policy"]}. Mean over classes: '
+    f'{summary["absent_class_rule"]} ({summary["classes_left_out"]} left out).',
     '',
     '| Class | both empty | prediction empty | truth empty |',
     '| --- | --- | --- | --- |',
