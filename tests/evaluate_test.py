@@ -203,3 +203,30 @@ def test_two_processes_write_the_reports_of_one(trained_workdir, evaluated, tmp_
   assert sorted(os.listdir(os.path.join(out, 'worst'))) == sorted(
     os.listdir(os.path.join(one, 'worst'))
   )
+
+
+def test_evaluate_leaves_a_class_absent_from_both_out_of_the_image_mean():
+  # Classes 1 and 2 overlap by hand-counted pixels, class 3 is absent from
+  # truth and prediction: class 1 Dice 6/7, class 2 Dice 6/8.
+  truth = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
+  pred = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 2, 2], [0, 2, 2, 0]])
+  examples = {'mask': truth[None], 'id': [b'slice']}
+  probabilities = np.eye(4)[pred][None]
+
+  def scored(rule):
+    rows = evaluate.score_images(
+      [0], examples, pred[None], probabilities, 4, None, rule
+    )
+    return rows[0], evaluate.summarize(rows, 4, None, rule)
+
+  row, summary = scored('skip_absent')
+  assert row['dice'] == pytest.approx((6 / 7 + 6 / 8) / 2)
+  assert row['paper_dice'] == pytest.approx(100 * (6 / 7 + 6 / 8) / 2)
+  assert summary['classes_left_out'] == 1
+  old_row, old_summary = scored('count_absent')
+  assert old_row['dice'] == pytest.approx((6 / 7 + 6 / 8 + 1) / 3)
+  assert old_summary['classes_left_out'] == 0
+  # Pooled scores do not depend on the rule.
+  assert summary['pooled'] == old_summary['pooled']
+  with pytest.raises(UserError, match='--absent_classes=average'):
+    evaluate.evaluate('unused', absent_classes='average')
