@@ -1,7 +1,7 @@
 r"""Pre-flight check: compiles a config's steps for a TPU slice or GPUs, here.
 
   python -m sharp_unet_jax.aot --config=configs/isic.py --target=tpu:v5e:2x2 \
-      [--peer=keras] [--config.KEY=VALUE ...]
+      [--peer=keras] [--steps=train,predict] [--config.KEY=VALUE ...]
 
 TARGET: tpu:<topology> (tpu:v5e:2x2, tpu:v4:2x2x1, tpu:v6e:2x2, ...),
 gpu:<chip>:<count> (gpu:h100:4, gpu:a100:8) or cpu:<count>; see targets.py.
@@ -105,7 +105,9 @@ def peer_ratios(summary: dict, process: subprocess.Popen) -> None:
   print('\n'.join(lines[:-1]), flush=True)
   summary['peer'] = {'name': 'keras', 'steps': json.loads(lines[-1])['steps']}
   for name, theirs in summary['peer']['steps'].items():
-    ours = summary['steps'][name]
+    ours = summary['steps'].get(name)
+    if ours is None:
+      continue
     ratio = None
     if ours.get('est_step_ms') and theirs.get('est_step_ms'):
       ratio = ours['est_step_ms'] / theirs['est_step_ms']
@@ -136,7 +138,10 @@ def main(argv) -> None:
   peer_name = FLAGS['peer'].value if 'peer' in FLAGS else None
   peer = start_peer(peer_name, sys.argv) if peer_name else None
   reports = aot_steps.compile_all(
-    config, target, on_step=lambda name, r: print(describe(name, r), flush=True)
+    config,
+    target,
+    on_step=lambda name, r: print(describe(name, r), flush=True),
+    steps=FLAGS.steps,
   )
   summary = {'target': FLAGS.target, 'config': FLAGS['config'].config_filename}
   summary['steps'] = reports
@@ -156,6 +161,9 @@ def define_flags() -> None:
     'config', None, 'Training config file.', lock_config=True
   )
   flags.DEFINE_string('target', None, 'tpu:<topology>, gpu:<chip>:<count> or cpu:<n>.')
+  flags.DEFINE_list(
+    'steps', list(aot_steps.STEPS), f'Steps to compile, of {",".join(aot_steps.STEPS)}.'
+  )
   flags.mark_flags_as_required(['config', 'target'])
 
 

@@ -133,12 +133,12 @@ def step_inputs(config, target) -> dict:
   }
 
 
-def compile_all(config, target, on_step=None) -> dict:
-  """Compiles the Keras steps for `target`; {step: report}, as aot_steps'."""
+def compile_all(config, target, on_step=None, steps=('train', 'predict')) -> dict:
+  """Compiles the named Keras steps for `target`; {step: report}, as
+  aot_steps'."""
   images = aot_steps.images_per_device(config, len(target.devices))
-  return aot_steps.compile_steps(
-    step_inputs(config, target), config, target, images, on_step
-  )
+  chosen = {k: v for k, v in step_inputs(config, target).items() if k in steps}
+  return aot_steps.compile_steps(chosen, config, target, images, on_step)
 
 
 def main(argv) -> None:
@@ -151,6 +151,7 @@ def main(argv) -> None:
     config,
     target,
     on_step=lambda name, r: print(aot.describe(f'{name} (Keras 3 on JAX)', r)),
+    steps=FLAGS.steps,
   )
   summary = {'target': FLAGS.target, 'config': FLAGS['config'].config_filename}
   summary['steps'] = reports

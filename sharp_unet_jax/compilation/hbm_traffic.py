@@ -13,7 +13,8 @@ are paced by HBM traffic, so `hbm_bytes` counts only the HBM buffers:
   padded to the layout's first tile, e.g. T(8,128) pads the minor dimension
   to 128 lanes and the next to 8 rows, times the element size;
 - an async `-start` counts its operands and the result buffers that are not
-  its operands (a copy-start from HBM to VMEM reads HBM once); `-done`,
+  its operands; a `copy-start` or `slice-start` (a move between memory
+  spaces) reads only what it writes, in its operand's space; `-done`,
   parameters, constants, tuples, get-tuple-element and bitcasts move nothing.
 
 `all_bytes` counts the same way in every memory space: it is the analogue of
@@ -35,6 +36,8 @@ _DEFINITION = re.compile(
 _NESTED = re.compile(r'(?:calls|to_apply)=%([\w.\-]+)')
 _ARRAY = re.compile(r'\b([a-z]+\d*)\[([\d,]*)\](\{[^}]*\})?')
 _OPERAND = re.compile(r'%([\w.\-]+)')
+# Async moves between memory spaces: they read only what they write.
+_MOVES = frozenset({'copy-start', 'slice-start'})
 _FREE = frozenset(
   {
     'parameter',
@@ -120,6 +123,10 @@ def traffic(hlo_text: str) -> dict[str, int]:
     if op.endswith('-start'):
       texts = [text for text, _, _ in operands]
       results = [r for r in results if r[0] not in texts or texts.remove(r[0])]
+      results = [r for r in results if r[1] > 4]  # not the sync flag
+    if op in _MOVES and operands:
+      # Reads what it writes, from where the operand is.
+      operands = [(text, stored, operands[0][2]) for text, stored, _ in results]
     for _, stored, in_hbm in operands + results:
       totals['all_bytes'] += stored
       totals['hbm_bytes'] += stored if in_hbm else 0

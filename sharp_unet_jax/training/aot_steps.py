@@ -188,20 +188,24 @@ def images_per_device(config, devices: int) -> dict[str, int]:
   }
 
 
-def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]:
-  """Compiles every step for `target`; returns each step's report.
+def compile_all(
+  config, target: targets.Target, on_step=None, steps=STEPS
+) -> dict[str, dict]:
+  """Compiles the named steps (all by default) for `target`; their reports.
 
   Args:
     config: a training config.
     target: where to compile for.
     on_step: called with (name, report) as each step is done.
+    steps: names of the steps to compile, of STEPS.
 
   Raises:
     UserError: if the config cannot run on the target's mesh.
   """
   trainer = train.Trainer(config, target.mesh())
   images = images_per_device(config, trainer.mesh.size)
-  return compile_steps(step_inputs(trainer), config, target, images, on_step)
+  chosen = {k: v for k, v in step_inputs(trainer).items() if k in steps}
+  return compile_steps(chosen, config, target, images, on_step)
 
 
 def check_fits(reports: dict[str, dict]) -> None:
