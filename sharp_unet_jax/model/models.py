@@ -110,6 +110,10 @@ class UNet(nn.Module):
     kernel = None
     if self.sharp_kernel is not None:
       kernel = sharp_block.make_kernel(self.sharp_kernel)
+    kwargs = {}
+    if self.implementation != 'auto':
+      # Sown as intermediates; a platform_dependent branch cannot sow.
+      kwargs['record'] = lambda name, value: self.sow('intermediates', name, value)
     return network.platform_forward(
       self._declare_params(x.shape[-1]),
       x,
@@ -117,6 +121,7 @@ class UNet(nn.Module):
       depth=self.depth,
       sharp_kernel=kernel,
       dtype=self.dtype,
+      **kwargs,
     )
 
   def _declare_params(self, channels: int) -> dict:

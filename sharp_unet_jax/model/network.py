@@ -17,7 +17,7 @@ run inside it). The forms compute the same result:
 """
 
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ def blocked_levels(form: str, num_filters: int, depth: int) -> frozenset:
   return frozenset(lvl for lvl in levels if num_filters * 2**lvl < blocked.LANES)
 
 
-def _encoder(x, params, depth, forms, blocked_set):
+def _encoder(x, params, depth, forms, blocked_set, record):
   skips = []
   for level in range(depth):
     layer = params[f'encoder_{level}']
@@ -77,12 +77,13 @@ def _encoder(x, params, depth, forms, blocked_set):
       x = blocked.max_pool(x)
     else:
       x = _conv_pair(x, layer, conv)
+      record(f'features_{level}', x)
       skips.append(x)
       x = fast_layers.max_pool(x, forms['pool'])
   return x, skips
 
 
-def _decoder_level(x, skip, params, level, forms, blocked_set, kernel):
+def _decoder_level(x, skip, params, level, forms, blocked_set, kernel, record):
   """Up-convolution, Sharp block, concatenation and conv pair of one level."""
   up = params[f'upsample_{level}']
   layer = params[f'decoder_{level}']
@@ -103,6 +104,7 @@ def _decoder_level(x, skip, params, level, forms, blocked_set, kernel):
   x = fast_layers.upconv(x, up['kernel'], forms['upsample']) + up['bias']
   if kernel is not None:
     skip = sharp_block.sharp_filter(skip, kernel, forms['sharp'])
+    record(f'sharp_{level}', skip)
   return _conv_pair(jnp.concatenate([x, skip], axis=-1), layer, conv)
 
 
@@ -114,6 +116,7 @@ def forward(
   depth: int,
   sharp_kernel: Optional[np.ndarray],
   dtype: Any,
+  record: Optional[Callable[[str, jax.Array], None]] = None,
 ) -> jax.Array:
   """Logits (N, H, W, K), float32, of images `x` (N, H, W, C).
 
@@ -124,15 +127,20 @@ def forward(
     depth: pooling levels.
     sharp_kernel: the Sharp block's 3x3 constant, or None for a plain U-Net.
     dtype: computation dtype; parameters are cast to it, as nn.Conv does.
+    record: called with ('features_<level>', encoder output) and ('sharp_<level>',
+      sharpened skip) at the unblocked levels, e.g. to sow them.
   """
   forms = FORMS[form]
   num_filters = params['encoder_0']['Conv_0']['kernel'].shape[-1]
   blocked_set = blocked_levels(form, num_filters, depth)
   params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
-  x, skips = _encoder(x.astype(dtype), params, depth, forms, blocked_set)
+  record = record or (lambda name, value: None)
+  x, skips = _encoder(x.astype(dtype), params, depth, forms, blocked_set, record)
   x = _conv_pair(x, params['bottleneck'], conv)
   for level in reversed(range(depth)):
-    x = _decoder_level(x, skips[level], params, level, forms, blocked_set, sharp_kernel)
+    x = _decoder_level(
+      x, skips[level], params, level, forms, blocked_set, sharp_kernel, record
+    )
   head = params['head']
   if 0 in blocked_set:
     logits = blocked.depth_to_space(blocked.head(x, head['kernel'], head['bias']))
