@@ -157,16 +157,19 @@ def test_blocked_form_runs_on_a_batch_sharded_over_devices():
   assert relative_error(logits, expected) < 1e-5
 
 
-def test_auto_lowers_the_blocked_form_for_tpu_only():
-  model = models.UNet(num_filters=4, depth=2, implementation='auto')
+def lowered_text(implementation, platform):
+  model = models.UNet(num_filters=4, depth=2, implementation=implementation)
   x = jnp.zeros((1, 16, 16, 3))
   params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x))
+  return apply.trace(params, x).lower(lowering_platforms=(platform,)).as_text()
 
-  def text(platform):
-    return apply.trace(params, x).lower(lowering_platforms=(platform,)).as_text()
 
+def test_auto_takes_the_configured_tpu_form_and_keeps_cpu_and_gpu_forms():
   # Level 0 blocked: the first convolution reads 4 x 3 channels of 8x8 blocks.
-  assert 'tensor<1x8x8x12xf32>' in text('tpu')
-  assert 'tensor<1x8x8x12xf32>' not in text('cpu')
-  assert 'tensor<1x8x8x12xf32>' not in text('cuda')
+  blocked_conv = 'tensor<1x8x8x12xf32>'
+  assert blocked_conv in lowered_text('tpu_blocked', 'tpu')
+  tpu_is_blocked = network.AUTO_TPU_FORM == 'tpu_blocked'
+  assert (blocked_conv in lowered_text('auto', 'tpu')) == tpu_is_blocked
+  assert blocked_conv not in lowered_text('auto', 'cpu')
+  assert blocked_conv not in lowered_text('auto', 'cuda')

@@ -86,8 +86,8 @@ class UNet(nn.Module):
       sums, strided slices and one dot: faster on CPU, see fast_layers.py),
       'tpu_blocked' (the levels narrower than 128 channels on 2x2 blocks,
       which TPUs store unpadded, see blocked.py) or 'auto' (cpu_fast in
-      programs compiled for CPU, tpu_blocked for TPU, reference for GPU,
-      decided per target platform when the program is lowered).
+      programs compiled for CPU, network.AUTO_TPU_FORM for TPU, reference
+      for GPU, decided per target platform when the program is lowered).
   """
 
   num_classes: int = 1

@@ -27,6 +27,12 @@ from sharp_unet_jax.model import blocked, fast_layers, sharp_block
 
 # The wide levels that the TPU form may block: 0 and 1.
 MAX_BLOCKED = 2
+# The form 'auto' takes in TPU programs. 'tpu_blocked' cuts the train step's
+# estimated time (XLA's bytes accessed) but raises its HBM-only bytes and
+# the predict step's time (docs/performance.md), so until a TPU measures it
+# 'auto' keeps the reference form; --config.implementation=tpu_blocked asks
+# for it.
+AUTO_TPU_FORM = 'reference'
 
 FORMS = {
   'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
@@ -151,8 +157,8 @@ def forward(
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
   """`forward` in the named form; 'auto' picks it per target platform when
-  the program is lowered: cpu_fast for CPU, tpu_blocked for TPU, reference
-  for the rest (GPU), never from the host's backend."""
+  the program is lowered (never from the host's backend): cpu_fast for CPU,
+  AUTO_TPU_FORM for TPU, reference for the rest (GPU)."""
   if implementation != 'auto':
     return forward(params, x, form=implementation, **kwargs)
   branch = {form: functools.partial(forward, form=form, **kwargs) for form in FORMS}
@@ -160,6 +166,6 @@ def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
     params,
     x,
     cpu=branch['cpu_fast'],
-    tpu=branch['tpu_blocked'],
+    tpu=branch[AUTO_TPU_FORM],
     default=branch['reference'],
   )
