@@ -29,20 +29,20 @@ def random(seed, shape):
 @pytest.mark.parametrize('sharp_kernel', ['laplacian', None])
 def test_blocked_unet_equals_the_reference_in_logits_and_gradients(sharp_kernel):
   # Depth 4, odd channels everywhere: 3 input channels, 5 filters, 3 classes.
-  x = jax.random.uniform(jax.random.key(3), (2, 32, 48, 3))
-  labels = jax.random.randint(jax.random.key(4), (2, 32, 48), 0, 3)
+  x = jax.random.uniform(jax.random.key(3), (2, 16, 32, 3))
+  labels = jax.random.randint(jax.random.key(4), (2, 16, 32), 0, 3)
   blocked_model, reference = (
     models.UNet(
       num_classes=3, num_filters=5, sharp_kernel=sharp_kernel, implementation=i
     )
     for i in ('tpu_blocked', 'reference')
   )
-  params = reference.init(jax.random.key(0), x)['params']
+  params = jax.jit(reference.init)(jax.random.key(0), x)['params']
   # The same parameter tree and initial values.
   jax.tree_util.tree_map(
     np.testing.assert_array_equal,
     params,
-    blocked_model.init(jax.random.key(0), x)['params'],
+    jax.jit(blocked_model.init)(jax.random.key(0), x)['params'],
   )
 
   def grads_and_logits(model):
@@ -95,7 +95,10 @@ def test_blocked_conv_of_two_parts_equals_the_conv_of_their_concatenation(
   if channel_major:
     second_b = blocked.channel_major(second_b)
   xb = jnp.concatenate([blocked.space_to_depth(first), second_b], -1)
-  got = blocked.conv3x3(xb, kernel, bias, parts=[(3, False), (5, channel_major)])
+  conv = jax.jit(
+    functools.partial(blocked.conv3x3, parts=[(3, False), (5, channel_major)])
+  )
+  got = conv(xb, kernel, bias)
   np.testing.assert_allclose(blocked.depth_to_space(got), expected, atol=2e-5)
 
 
@@ -143,17 +146,16 @@ def test_blocked_upconv_and_head_equal_their_plain_ops():
 
 def test_blocked_form_runs_on_a_batch_sharded_over_devices():
   mesh = meshes.data_mesh(jax.devices()[:2])
-  model = models.UNet(num_filters=3, depth=2, implementation='tpu_blocked')
-  x = random(0, (4, 16, 16, 3))
-  params = model.init(jax.random.key(0), x)['params']
+  model = models.UNet(num_filters=3, depth=1, implementation='tpu_blocked')
+  x = random(0, (4, 8, 8, 3))
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   apply = jax.jit(functools.partial(model.apply), out_shardings=data)
   sharded = jax.device_put(x, data)
   assert jax.typeof(sharded).sharding.spec[0] == 'data'
   logits = apply({'params': params}, sharded)
-  expected = models.UNet(num_filters=3, depth=2, implementation='reference').apply(
-    {'params': params}, x
-  )
+  reference = models.UNet(num_filters=3, depth=1, implementation='reference')
+  expected = jax.jit(reference.apply)({'params': params}, x)
   assert relative_error(logits, expected) < 1e-5
 
 
