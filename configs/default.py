@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   # How the Sharp block, max-pool and up-convolution are computed (same
   # results): 'auto' (fast CPU forms in programs compiled for CPU, the
   # design's ops for GPU and TPU), 'reference' (the design's grouped
-  # convolution, nn.max_pool and transposed conv everywhere) or 'cpu_fast'.
+  # convolution, nn.max_pool and transposed conv everywhere), 'cpu_fast' or
+  # 'tpu_blocked' (levels 0 and 1 on 2x2 blocks; see docs/performance.md).
   config.implementation = 'auto'
 
   # --- Optimiser and loss -----------------------------------------------------

@@ -1,7 +1,7 @@
 r"""Pre-flight check: compiles a config's steps for a TPU slice or GPUs, here.
 
   python -m sharp_unet_jax.aot --config=configs/isic.py --target=tpu:v5e:2x2 \
-      [--config.KEY=VALUE ...]
+      [--peer=keras] [--steps=train,predict] [--config.KEY=VALUE ...]
 
 TARGET: tpu:<topology> (tpu:v5e:2x2, tpu:v4:2x2x1, tpu:v6e:2x2, ...),
 gpu:<chip>:<count> (gpu:h100:4, gpu:a100:8) or cpu:<count>; see targets.py.
@@ -15,8 +15,17 @@ prints whether it compiled (or the compiler's error), the compile time,
 per-device memory (arguments, outputs, temporaries, peak) against the
 device's, FLOPs and bytes accessed, the collectives, the grouped
 convolutions, and a roofline estimate of step time and images/s per device
-from the chip's published peaks. TPU and GPU figures are compiler estimates,
-not measurements. The last line is one JSON object with all of it.
+from the chip's published peaks. On TPU, `hbm_bytes_accessed` beside XLA's
+`bytes_accessed` counts only the buffers in HBM (hbm_traffic.py). TPU and GPU
+figures are compiler estimates, not measurements. The last line is one JSON
+object with all of it.
+
+--peer=keras also compiles the paper's Keras model (Keras 3 on JAX) for the
+same target, batch, dtype and optimiser, in a process of its own
+(`python -m sharp_unet_jax.keras_aot`, so that Keras' back-end switch stays
+out of this one), and prints ours / Keras for the estimated train and
+predict times; the JSON gains `peer` (its reports) and
+`steps.<train|predict>.ours_over_keras`.
 
 Exit status 2 with one `error:` line naming the config key when the config
 cannot run there (batch not divisible over the devices, a step's peak memory
@@ -24,6 +33,8 @@ above the device's); 1 if a step does not compile.
 """
 
 import json
+import os
+import subprocess
 import sys
 
 from absl import flags
@@ -64,13 +75,49 @@ def describe(name: str, report: dict) -> str:
       f'{_gib(report["output_bytes"])}, temporaries {_gib(report["temp_bytes"])}, '
       f'peak {_gib(report["peak_bytes"])} of {_gib(report["device_memory_bytes"])}',
       f'  FLOPs {_number(report["flops"])}, bytes accessed '
-      f'{_number(report["bytes_accessed"])} ({report["cost_source"]})',
+      f'{_number(report["bytes_accessed"])} ({report["cost_source"]}), in HBM '
+      f'{_number(report.get("hbm_bytes_accessed"))}',
       f'  collectives: {collectives}; grouped convolutions: '
       f'{report["grouped_convolutions"]}',
       f'  estimate: {_number(report["est_step_ms"], " ms")} per step, '
       f'{_number(report["est_images_per_sec_per_device"])} images/s per device',
     ]
   )
+
+
+def start_peer(peer: str, argv: list[str]) -> subprocess.Popen:
+  """Starts the peer's compile (`python -m sharp_unet_jax.keras_aot` with
+  this program's flags) in a process of its own."""
+  if peer != 'keras':
+    raise UserError(f'--peer={peer!r}: the only peer is keras.')
+  flags_ = [a for a in argv[1:] if not a.startswith('--peer')]
+  env = dict(os.environ, KERAS_BACKEND='jax', ALLOW_MULTIPLE_LIBTPU_LOAD='1')
+  command = [sys.executable, '-m', 'sharp_unet_jax.keras_aot', *flags_]
+  return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def peer_ratios(summary: dict, process: subprocess.Popen) -> None:
+  """Reads the peer's reports into `summary` and prints ours / peer."""
+  output, _ = process.communicate()
+  lines = output.strip().splitlines()
+  if process.returncode or not lines:
+    raise UserError(f'The Keras peer failed (exit {process.returncode}).')
+  print('\n'.join(lines[:-1]), flush=True)
+  summary['peer'] = {'name': 'keras', 'steps': json.loads(lines[-1])['steps']}
+  for name, theirs in summary['peer']['steps'].items():
+    ours = summary['steps'].get(name)
+    if ours is None:
+      continue
+    ratio = None
+    if ours.get('est_step_ms') and theirs.get('est_step_ms'):
+      ratio = ours['est_step_ms'] / theirs['est_step_ms']
+    ours['ours_over_keras'] = ratio
+    print(
+      f'{name}: estimated time ours / Keras {_number(ratio)}; HBM bytes '
+      f'{_number(ours.get("hbm_bytes_accessed"))} / '
+      f'{_number(theirs.get("hbm_bytes_accessed"))}',
+      flush=True,
+    )
 
 
 def main(argv) -> None:
@@ -88,12 +135,19 @@ def main(argv) -> None:
     'TPU/GPU figures are compiler estimates.',
     flush=True,
   )
+  peer_name = FLAGS['peer'].value if 'peer' in FLAGS else None
+  peer = start_peer(peer_name, sys.argv) if peer_name else None
   reports = aot_steps.compile_all(
-    config, target, on_step=lambda name, r: print(describe(name, r), flush=True)
+    config,
+    target,
+    on_step=lambda name, r: print(describe(name, r), flush=True),
+    steps=FLAGS.steps,
   )
   summary = {'target': FLAGS.target, 'config': FLAGS['config'].config_filename}
   summary['steps'] = reports
   try:
+    if peer is not None:
+      peer_ratios(summary, peer)
     aot_steps.check_fits(reports)
   finally:
     print(json.dumps(summary), flush=True)
@@ -107,9 +161,13 @@ def define_flags() -> None:
     'config', None, 'Training config file.', lock_config=True
   )
   flags.DEFINE_string('target', None, 'tpu:<topology>, gpu:<chip>:<count> or cpu:<n>.')
+  flags.DEFINE_list(
+    'steps', list(aot_steps.STEPS), f'Steps to compile, of {",".join(aot_steps.STEPS)}.'
+  )
   flags.mark_flags_as_required(['config', 'target'])
 
 
 if __name__ == '__main__':
   define_flags()
+  flags.DEFINE_string('peer', None, "'keras': compile the paper's model too.")
   cli.run(main)

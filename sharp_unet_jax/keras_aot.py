@@ -2,13 +2,17 @@ r"""The paper's Keras model, on Keras 3's JAX back end, compiled for a target.
 
   python -m sharp_unet_jax.keras_aot --config=configs/isic.py --target=tpu:v5e:2x2
 
-Compiles one train step of `keras_reference.build_keras_unet` (the paper's
-layers, Adam(1e-3, eps 1e-7), cross-entropy) and one of ours for the same
-target, batch sharding and dtype-free float32 setting, and prints both
-summaries and the ratio of their estimated images/s (ours / Keras). Like
-`aot`, every figure is a compiler estimate (see aot_steps.py). Keras picks its
-back end when it is first imported, so this is a program of its own that sets
-KERAS_BACKEND=jax before anything imports Keras.
+Compiles a train step and a predict step of `keras_reference.build_keras_unet`
+(the paper's layers; Adam(1e-3, eps 1e-7) and binary cross-entropy on
+logits, as ours) for the config's image size, batch, dtype (bfloat16 is
+Keras' 'mixed_bfloat16' policy: float32 variables, bfloat16 compute) and the
+target's ('data',) mesh, with the same shardings and compiler options as our
+steps. Prints each summary as `aot` does and, last, one JSON object
+{"target", "config", "steps": {"train", "predict"}}. `python -m
+sharp_unet_jax.aot ... --peer=keras` runs this program and sets the two side
+by side. Keras picks its back end when it is first imported, so this program
+runs in a process of its own and sets KERAS_BACKEND=jax before anything
+imports Keras.
 """
 
 import os
@@ -20,10 +24,11 @@ import json  # noqa: E402
 from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from sharp_unet_jax import aot, cli  # noqa: E402
-from sharp_unet_jax.compilation import targets  # noqa: E402
-from sharp_unet_jax.training import aot_steps, train  # noqa: E402
+from sharp_unet_jax.compilation import targets, xla_options  # noqa: E402
+from sharp_unet_jax.training import aot_steps  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +45,9 @@ def keras_train_step(model, optimizer):
         variables, non_trainable, batch['image'], training=True
       )
       labels = batch['mask'][..., None].astype(jnp.float32)
-      loss = keras.losses.binary_crossentropy(labels, logits, from_logits=True)
+      loss = keras.losses.binary_crossentropy(
+        labels, logits.astype(jnp.float32), from_logits=True
+      )
       return jnp.mean(loss), new_non_trainable
 
     (loss, non_trainable), grads = jax.value_and_grad(compute_loss, has_aux=True)(
@@ -54,12 +61,27 @@ def keras_train_step(model, optimizer):
   return step
 
 
-def keras_report(config, target, trainer) -> dict:
-  """Compiles the Keras model's train step for the target; its summary."""
+def keras_predict_step(model):
+  """A pure (variables, images) -> logits step of a Keras model."""
+
+  def predict(variables, images):
+    trainable, non_trainable = variables
+    logits, _ = model.stateless_call(trainable, non_trainable, images)
+    return logits.astype(jnp.float32)
+
+  return predict
+
+
+def build(config):
+  """The paper's model and its optimiser for `config` (binary segmentation)."""
   import keras  # noqa: PLC0415
 
   from sharp_unet_jax.interop import keras_reference  # noqa: PLC0415
 
+  if config.num_classes != 1:
+    raise ValueError('The Keras peer is the paper binary model: num_classes=1.')
+  policy = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}[config.dtype]
+  keras.config.set_dtype_policy(policy)
   model = keras_reference.build_keras_unet(
     (*config.image_size, config.num_channels),
     config.num_classes,
@@ -70,36 +92,53 @@ def keras_report(config, target, trainer) -> dict:
   )
   optimizer = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7)
   optimizer.build(model.trainable_variables)
-  replicated = trainer.replicated
+  return model, optimizer
+
+
+def step_inputs(config, target) -> dict:
+  """{'train', 'predict'}: each Keras step jitted for the target, with its
+  abstract arguments (shapes, dtypes and shardings, no data)."""
+  model, optimizer = build(config)
+  mesh = target.mesh()
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = NamedSharding(mesh, PartitionSpec('data'))
+  options = dict(compiler_options=xla_options.compute_options(target.platform))
 
   def abstract(variables):
     return [
       jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=replicated) for v in variables
     ]
 
-  state = tuple(
-    abstract(v)
-    for v in (
-      model.trainable_variables,
-      model.non_trainable_variables,
-      optimizer.variables,
-    )
-  )
-  batch = aot_steps.abstract_batch(
-    config, trainer.data_sharding, config.batch_size, False
-  )
-  step = jax.jit(
+  trainable = abstract(model.trainable_variables)
+  non_trainable = abstract(model.non_trainable_variables)
+  state = (trainable, non_trainable, abstract(optimizer.variables))
+  batch = aot_steps.abstract_batch(config, data, config.batch_size, False)
+  images = aot_steps.abstract_batch(config, data, config.eval_batch_size, True)
+  train = jax.jit(
     keras_train_step(model, optimizer),
-    in_shardings=(replicated, trainer.data_sharding),
+    in_shardings=(replicated, data),
     out_shardings=replicated,
     donate_argnums=(0,),
+    **options,
   )
-  lowered, compiled, seconds = aot_steps.compile_step(step, (state, batch))
-  if isinstance(compiled, str):
-    return {'compiled': False, 'compile_s': round(seconds, 2), 'error': compiled}
-  images = config.batch_size // trainer.mesh.size
-  report = aot_steps.summarize(lowered, compiled, target, config, images)
-  return {'compiled': True, 'compile_s': round(seconds, 2), **report}
+  predict = jax.jit(
+    keras_predict_step(model),
+    in_shardings=(replicated, data),
+    out_shardings=data,
+    **options,
+  )
+  return {
+    'train': (train, (state, batch)),
+    'predict': (predict, ((trainable, non_trainable), images['image'])),
+  }
+
+
+def compile_all(config, target, on_step=None, steps=('train', 'predict')) -> dict:
+  """Compiles the named Keras steps for `target`; {step: report}, as
+  aot_steps'."""
+  images = aot_steps.images_per_device(config, len(target.devices))
+  chosen = {k: v for k, v in step_inputs(config, target).items() if k in steps}
+  return aot_steps.compile_steps(chosen, config, target, images, on_step)
 
 
 def main(argv) -> None:
@@ -108,27 +147,15 @@ def main(argv) -> None:
   jax.config.update('jax_platforms', 'cpu')
   config = FLAGS.config
   target = targets.parse(FLAGS.target)
-  trainer = train.Trainer(config, target.mesh())
-  fn, args = aot_steps.step_inputs(trainer)['train']
-  lowered, compiled, seconds = aot_steps.compile_step(fn, args)
-  images = config.batch_size // trainer.mesh.size
-  ours = {'compiled': True, 'compile_s': round(seconds, 2)}
-  ours.update(aot_steps.summarize(lowered, compiled, target, config, images))
-  keras_step = keras_report(config, target, trainer)
-  print(aot.describe('train (ours)', ours))
-  print(aot.describe('train (Keras 3 on JAX)', keras_step))
-  ratio = None
-  if keras_step.get('est_images_per_sec_per_device'):
-    ratio = (
-      ours['est_images_per_sec_per_device']
-      / keras_step['est_images_per_sec_per_device']
-    )
-  print(
-    f'estimated images/s, ours / Keras: {ratio if ratio is None else f"{ratio:.2f}"}'
+  reports = compile_all(
+    config,
+    target,
+    on_step=lambda name, r: print(aot.describe(f'{name} (Keras 3 on JAX)', r)),
+    steps=FLAGS.steps,
   )
   summary = {'target': FLAGS.target, 'config': FLAGS['config'].config_filename}
-  summary.update(ours=ours, keras=keras_step, est_ratio_ours_over_keras=ratio)
-  print(json.dumps(summary))
+  summary['steps'] = reports
+  print(json.dumps(summary), flush=True)
 
 
 if __name__ == '__main__':

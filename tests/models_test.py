@@ -64,15 +64,17 @@ def test_each_skip_connection_is_the_hand_sharpened_encoder_output(implementatio
   x = jax.random.uniform(jax.random.key(3), (1, 16, 16, 3))
   model = models.UNet(num_filters=4, depth=2, implementation=implementation)
   params = model.init(jax.random.key(0), x)['params']
-  _, state = model.apply({'params': params}, x, capture_intermediates=True)
+  _, state = model.apply({'params': params}, x, mutable=['intermediates'])
   seen = state['intermediates']
   for level in range(2):
-    encoder = np.asarray(seen[f'encoder_{level}']['__call__'][0])
-    skip = np.asarray(seen[f'sharp_{level}']['__call__'][0])
+    encoder = np.asarray(seen[f'features_{level}'][0])
+    skip = np.asarray(seen[f'sharp_{level}'][0])
     np.testing.assert_allclose(skip, hand_sharpened(encoder), rtol=1e-5, atol=1e-5)
   # The plain U-Net with the same parameters concatenates the raw features.
-  plain = models.UNet(num_filters=4, depth=2, sharp_kernel=None)
-  _, state = plain.apply({'params': params}, x, capture_intermediates=True)
+  plain = models.UNet(
+    num_filters=4, depth=2, sharp_kernel=None, implementation=implementation
+  )
+  _, state = plain.apply({'params': params}, x, mutable=['intermediates'])
   assert not any(name.startswith('sharp_') for name in state['intermediates'])
 
 

@@ -103,31 +103,32 @@ CHIPS = {
   ),
 }
 
+
 # Device properties of the GPUs, for XLA's GpuTargetConfigProto. Sources: the
 # CUDA C++ Programming Guide, "Compute Capabilities" (per-SM and per-block
 # limits of compute capability 9.0 and 8.0: 2,048 threads, 64 K registers,
 # 228 KB / 164 KB shared memory per SM, of which 227 KB / 163 KB per block),
 # and NVIDIA's H100 and A100 whitepapers and datasheets (SM count, FP32 cores
 # per SM, L2 size, boost clock, memory size and bandwidth).
+def _gpu_properties(
+  capability: tuple, sms: int, fp32_per_sm: int, smem_kb: int, l2_mb: int, ghz: float
+) -> dict:
+  """One GPU's properties; CUDA keeps 1 KB of an SM's shared memory for
+  itself, so a block may opt in to all but 1 KB of it."""
+  return {
+    'compute_capability': capability,
+    'core_count': sms,
+    'fpus_per_core': fp32_per_sm,
+    'shared_memory_per_core': smem_kb * 1024,
+    'shared_memory_per_block_optin': (smem_kb - 1) * 1024,
+    'l2_cache_size': l2_mb * 2**20,
+    'clock_rate_ghz': ghz,
+  }
+
+
 GPU_PROPERTIES = {
-  'h100': {
-    'compute_capability': (9, 0),
-    'core_count': 132,
-    'fpus_per_core': 128,
-    'shared_memory_per_core': 228 * 1024,
-    'shared_memory_per_block_optin': 227 * 1024,
-    'l2_cache_size': 50 * 2**20,
-    'clock_rate_ghz': 1.98,
-  },
-  'a100': {
-    'compute_capability': (8, 0),
-    'core_count': 108,
-    'fpus_per_core': 64,
-    'shared_memory_per_core': 164 * 1024,
-    'shared_memory_per_block_optin': 163 * 1024,
-    'l2_cache_size': 40 * 2**20,
-    'clock_rate_ghz': 1.41,
-  },
+  'h100': _gpu_properties((9, 0), 132, 128, 228, 50, 1.98),
+  'a100': _gpu_properties((8, 0), 108, 64, 164, 40, 1.41),
 }
 # cuDNN that jax-cuda12-plugin 0.10.2 requires (nvidia-cudnn-cu12>=9.8).
 CUDNN_VERSION = (9, 8)

@@ -23,7 +23,7 @@ COLLECTIVES = (
   'collective-permute',
   'all-to-all',
 )
-_BYTES = {
+BYTES = {
   'pred': 1,
   's8': 1,
   'u8': 1,
@@ -54,9 +54,9 @@ def array_bytes(shape: str) -> list[int]:
   """Bytes of each array in an HLO shape string, e.g. '(f32[3,3], bf16[8])'."""
   sizes = []
   for dtype, dims in _ARRAY.findall(shape):
-    if dtype in _BYTES:
+    if dtype in BYTES:
       count = math.prod(int(d) for d in dims.split(',') if d)
-      sizes.append(count * _BYTES[dtype])
+      sizes.append(count * BYTES[dtype])
   return sizes
 
 

@@ -59,35 +59,39 @@ def _interleave(parts: list[jax.Array]) -> jax.Array:
   return out
 
 
-@jax.custom_vjp
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 stride-2 max-pool of NHWC `x` with even sides; equals nn.max_pool.
+def corner_max_pool(corners, assemble):
+  """A 2x2 max-pool over `corners(x)`, the four corners of each window in
+  row-major order, whose gradient `assemble`s the four corners' gradients
+  back into x's shape. The gradient goes to the first maximum of each
+  window, exactly as XLA's select-and-scatter (the gradient of
+  `nn.max_pool`)."""
 
-  The gradient goes to the first maximum of each window in row-major order,
-  exactly as XLA's select-and-scatter (the gradient of `nn.max_pool`).
-  """
-  x00, x01, x10, x11 = _windows(x)
-  return jnp.maximum(jnp.maximum(x00, x01), jnp.maximum(x10, x11))
+  @jax.custom_vjp
+  def pool(x):
+    x00, x01, x10, x11 = corners(x)
+    return jnp.maximum(jnp.maximum(x00, x01), jnp.maximum(x10, x11))
+
+  def forward(x):
+    y = pool(x)
+    return y, (x, y)
+
+  def backward(residuals, g):
+    x, y = residuals
+    taken = jnp.zeros(y.shape, jnp.bool_)
+    parts = []
+    for corner in corners(x):
+      # The first corner equal to the maximum wins; later ties get nothing.
+      chosen = (corner == y) & ~taken
+      taken = taken | chosen
+      parts.append(jnp.where(chosen, g, jnp.zeros_like(g)))
+    return (assemble(parts),)
+
+  pool.defvjp(forward, backward)
+  return pool
 
 
-def _max_pool_fwd(x):
-  y = max_pool_2x2(x)
-  return y, (x, y)
-
-
-def _max_pool_bwd(residuals, g):
-  x, y = residuals
-  taken = jnp.zeros(y.shape, jnp.bool_)
-  parts = []
-  for corner in _windows(x):
-    # The first corner equal to the maximum wins; later ties get nothing.
-    chosen = (corner == y) & ~taken
-    taken = taken | chosen
-    parts.append(jnp.where(chosen, g, jnp.zeros_like(g)))
-  return (_interleave(parts),)
-
-
-max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+# 2x2 stride-2 max-pool of NHWC `x` with even sides; equals nn.max_pool.
+max_pool_2x2 = corner_max_pool(_windows, _interleave)
 
 
 def _reduce_window_pool(x: jax.Array) -> jax.Array:
@@ -127,6 +131,16 @@ def _upconv_conv(x, kernel):
 _UPCONV_FORMS = {'conv': _upconv_conv, 'dot': _upconv_dot}
 
 
+def upconv(x: jax.Array, kernel: jax.Array, implementation: str) -> jax.Array:
+  """The 2x2 stride-2 'SAME' transposed convolution (no bias) of `x` with
+  `kernel` (2, 2, C, F): 'conv', 'dot' or 'auto' (dot in CPU programs, conv
+  in GPU and TPU programs)."""
+  check_name(implementation, UPSAMPLE_IMPLEMENTATIONS)
+  if implementation == 'auto':
+    return jax.lax.platform_dependent(x, kernel, cpu=_upconv_dot, default=_upconv_conv)
+  return _UPCONV_FORMS[implementation](x, kernel)
+
+
 class UpConv2x2(nn.Module):
   """A 2x2 stride-2 'SAME' transposed convolution, as a conv or as one dot.
 
@@ -154,14 +168,9 @@ class UpConv2x2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    check_name(self.implementation, UPSAMPLE_IMPLEMENTATIONS)
     kernel = self.param(
       'kernel', self.kernel_init, (2, 2, x.shape[-1], self.features), jnp.float32
     )
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if self.implementation == 'auto':
-      y = jax.lax.platform_dependent(x, kernel, cpu=_upconv_dot, default=_upconv_conv)
-    else:
-      y = _UPCONV_FORMS[self.implementation](x, kernel)
-    return y + bias
+    return upconv(x, kernel, self.implementation) + bias

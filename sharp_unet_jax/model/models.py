@@ -20,16 +20,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharp_unet_jax.model import fast_layers, sharp_block
+from sharp_unet_jax.model import network, sharp_block
 
 Initializer = Callable[..., jax.Array]
 
-# config.implementation -> the form of each op (sharp_block.py, fast_layers.py).
-FORMS = {
-  'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
-  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
-  'auto': {'sharp': 'auto', 'pool': 'auto', 'upsample': 'auto'},
-}
+# config.implementation: a form of network.py, or 'auto' (chosen per platform).
+IMPLEMENTATIONS = (*network.FORMS, 'auto')
 
 INITIALIZERS = {
   # Keras' default, used by the paper.
@@ -41,26 +37,33 @@ INITIALIZERS = {
 }
 
 
-class ConvPair(nn.Module):
-  """Two 3x3 'SAME' convolutions, each followed by ReLU."""
+class ConvParams(nn.Module):
+  """The kernel and bias of one convolution, declared as nn.Conv and
+  nn.ConvTranspose declare theirs (same names, order, initialisers)."""
 
-  features: int
-  dtype: Any = jnp.float32
+  shape: tuple
   kernel_init: Initializer = INITIALIZERS['glorot_uniform']
 
   @nn.compact
-  def __call__(self, x):
-    for _ in range(2):
-      x = nn.Conv(
-        self.features,
-        (3, 3),
-        padding='SAME',
-        dtype=self.dtype,
-        kernel_init=self.kernel_init,
-        bias_init=nn.initializers.zeros,
-      )(x)
-      x = nn.relu(x)
-    return x
+  def __call__(self) -> dict:
+    kernel = self.param('kernel', self.kernel_init, self.shape, jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, self.shape[-1:], jnp.float32)
+    return {'kernel': kernel, 'bias': bias}
+
+
+class ConvPair(nn.Module):
+  """The parameters of two 3x3 convolutions, Conv_0 and Conv_1."""
+
+  features: int
+  kernel_init: Initializer = INITIALIZERS['glorot_uniform']
+
+  @nn.compact
+  def __call__(self, in_features: int) -> dict:
+    shapes = [(3, 3, in_features, self.features), (3, 3, self.features, self.features)]
+    return {
+      f'Conv_{i}': ConvParams(shape, self.kernel_init, name=f'Conv_{i}')()
+      for i, shape in enumerate(shapes)
+    }
 
 
 class UNet(nn.Module):
@@ -77,13 +80,14 @@ class UNet(nn.Module):
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32 and
       the logits are returned as float32.
     kernel_init: initialiser of every convolution kernel; biases start at 0.
-    implementation: how the Sharp block, the 2x2 max-pool and the 2x2
-      up-convolution are computed: 'reference' (the design's grouped
-      convolution, nn.max_pool and transposed convolution), 'cpu_fast' (the
-      same results from fused shifted sums, strided slices and one dot: faster
-      on CPU, see fast_layers.py) or 'auto' (cpu_fast in programs compiled for
-      CPU, reference in those for GPU and TPU, decided per target platform
-      when the program is lowered).
+    implementation: how the network is computed, all forms giving the same
+      result (network.py): 'reference' (the design's grouped convolution,
+      nn.max_pool and transposed convolution), 'cpu_fast' (fused shifted
+      sums, strided slices and one dot: faster on CPU, see fast_layers.py),
+      'tpu_blocked' (the levels narrower than 128 channels on 2x2 blocks,
+      which TPUs store unpadded, see blocked.py) or 'auto' (cpu_fast in
+      programs compiled for CPU, network.AUTO_TPU_FORM for TPU, reference
+      for GPU, decided per target platform when the program is lowered).
   """
 
   num_classes: int = 1
@@ -98,50 +102,50 @@ class UNet(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
     check_input_shape(x.shape, self.depth)
-    if self.implementation not in FORMS:
+    if self.implementation not in IMPLEMENTATIONS:
       raise ValueError(
-        f'Unknown implementation {self.implementation!r}; use one of {sorted(FORMS)}.'
+        f'Unknown implementation {self.implementation!r}; use one of '
+        f'{sorted(IMPLEMENTATIONS)}.'
       )
-    forms = FORMS[self.implementation]
-    conv_pair = functools.partial(
-      ConvPair, dtype=self.dtype, kernel_init=self.kernel_init
-    )
-    x = x.astype(self.dtype)
-
-    skips = []
-    for level in range(self.depth):
-      x = conv_pair(self.num_filters * 2**level, name=f'encoder_{level}')(x)
-      skips.append(x)
-      x = fast_layers.max_pool(x, forms['pool'])
-    x = conv_pair(self.num_filters * 2**self.depth, name='bottleneck')(x)
-
-    for level in reversed(range(self.depth)):
-      features = self.num_filters * 2**level
-      up = fast_layers.UpConv2x2(
-        features,
-        dtype=self.dtype,
-        kernel_init=self.kernel_init,
-        implementation=forms['upsample'],
-        name=f'upsample_{level}',
-      )
-      x = up(x)
-      skip = skips[level]
-      if self.sharp_kernel is not None:
-        skip = sharp_block.SharpBlock(
-          self.sharp_kernel, implementation=forms['sharp'], name=f'sharp_{level}'
-        )(skip)
-      x = jnp.concatenate([x, skip], axis=-1)
-      x = conv_pair(features, name=f'decoder_{level}')(x)
-
-    logits = nn.Conv(
-      self.num_classes,
-      (1, 1),
+    kernel = None
+    if self.sharp_kernel is not None:
+      kernel = sharp_block.make_kernel(self.sharp_kernel)
+    kwargs = {}
+    if self.implementation != 'auto':
+      # Sown as intermediates; a platform_dependent branch cannot sow.
+      kwargs['record'] = lambda name, value: self.sow('intermediates', name, value)
+    return network.platform_forward(
+      self._declare_params(x.shape[-1]),
+      x,
+      implementation=self.implementation,
+      depth=self.depth,
+      sharp_kernel=kernel,
       dtype=self.dtype,
-      kernel_init=self.kernel_init,
-      bias_init=nn.initializers.zeros,
-      name='head',
-    )(x)
-    return logits.astype(jnp.float32)
+      **kwargs,
+    )
+
+  def _declare_params(self, channels: int) -> dict:
+    """The parameter tree, in the order the layers run (as the Keras model)."""
+    init = self.kernel_init
+    params = {}
+    for level in range(self.depth):
+      features = self.num_filters * 2**level
+      params[f'encoder_{level}'] = ConvPair(features, init, name=f'encoder_{level}')(
+        channels
+      )
+      channels = features
+    features = self.num_filters * 2**self.depth
+    params['bottleneck'] = ConvPair(features, init, name='bottleneck')(channels)
+    for level in reversed(range(self.depth)):
+      shape = (2, 2, features, features // 2)
+      features //= 2
+      params[f'upsample_{level}'] = ConvParams(shape, init, name=f'upsample_{level}')()
+      params[f'decoder_{level}'] = ConvPair(features, init, name=f'decoder_{level}')(
+        2 * features
+      )
+    shape = (1, 1, features, self.num_classes)
+    params['head'] = ConvParams(shape, init, name='head')()
+    return params
 
 
 def check_input_shape(shape, depth: int) -> None:
@@ -180,10 +184,10 @@ def create_model(config) -> UNet:
     )
   # Configs written before the key existed (config.json) mean 'auto'.
   implementation = config.get('implementation', 'auto')
-  if implementation not in FORMS:
+  if implementation not in IMPLEMENTATIONS:
     raise ValueError(
       f'config.implementation={implementation!r} is unknown; use one of '
-      f'{sorted(FORMS)}.'
+      f'{sorted(IMPLEMENTATIONS)}.'
     )
   kwargs = {}
   if config.model == 'sharp_unet':

@@ -4,7 +4,8 @@ Every step is the Trainer's own jitted function, built for the target's mesh
 and lowered with abstract inputs (shapes, dtypes and shardings; no data), so
 what is compiled is what training would run there. Each compiled program is
 summarised: compile time, XLA's memory analysis per device, its cost analysis
-(FLOPs and bytes accessed) where the backend reports one, the collectives
+(FLOPs and bytes accessed) where the backend reports one, on TPU the bytes
+that move to and from HBM only (hbm_traffic.py), the collectives
 and grouped convolutions of the optimised HLO (hlo_stats.py), and a roofline
 estimate of the step time from the chip's published peaks (chips.py). All
 figures for TPU and GPU are the compiler's estimates, not measurements.
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from sharp_unet_jax.compilation import hlo_stats, targets
+from sharp_unet_jax.compilation import hbm_traffic, hlo_stats, targets
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import train
 
@@ -150,33 +151,21 @@ def summarize(lowered, compiled, target, config, images: int) -> dict:
     fallback = hlo_stats.unoptimised_cost(lowered, len(target.devices)) or {}
     report.update(fallback, cost_source='unoptimised HLO' if fallback else None)
   text = compiled.as_text()
+  # HBM-only traffic needs the TPU's memory spaces (hbm_traffic.py).
+  report['hbm_bytes_accessed'] = (
+    hbm_traffic.traffic(text)['hbm_bytes'] if target.platform == 'tpu' else None
+  )
   report['collectives'] = hlo_stats.collectives(text)
   report['grouped_convolutions'] = hlo_stats.grouped_convolutions(text)
   report.update(roofline(report, target.chip, config.dtype, images))
   return report
 
 
-def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]:
-  """Compiles every step for `target`; returns each step's report.
-
-  Args:
-    config: a training config.
-    target: where to compile for.
-    on_step: called with (name, report) as each step is done.
-
-  Raises:
-    UserError: if the config cannot run on the target's mesh.
-  """
-  trainer = train.Trainer(config, target.mesh())
-  devices = trainer.mesh.size
-  images = {
-    'init': 0,
-    'train': config.batch_size // devices,
-    'eval': config.eval_batch_size // devices,
-    'predict': config.eval_batch_size // devices,
-  }
+def compile_steps(steps: dict, config, target, images: dict, on_step=None) -> dict:
+  """Compiles each of `steps` ({name: (jitted fn, abstract args)}) for
+  `target`; {name: report}. `images` is each step's images per device."""
   reports = {}
-  for name, (fn, args) in step_inputs(trainer).items():
+  for name, (fn, args) in steps.items():
     lowered, compiled, seconds = compile_step(fn, args)
     report = {'compiled': not isinstance(compiled, str), 'compile_s': round(seconds, 2)}
     if report['compiled']:
@@ -187,6 +176,36 @@ def compile_all(config, target: targets.Target, on_step=None) -> dict[str, dict]
     if on_step is not None:
       on_step(name, report)
   return reports
+
+
+def images_per_device(config, devices: int) -> dict[str, int]:
+  """Images each device handles per call of each step."""
+  return {
+    'init': 0,
+    'train': config.batch_size // devices,
+    'eval': config.eval_batch_size // devices,
+    'predict': config.eval_batch_size // devices,
+  }
+
+
+def compile_all(
+  config, target: targets.Target, on_step=None, steps=STEPS
+) -> dict[str, dict]:
+  """Compiles the named steps (all by default) for `target`; their reports.
+
+  Args:
+    config: a training config.
+    target: where to compile for.
+    on_step: called with (name, report) as each step is done.
+    steps: names of the steps to compile, of STEPS.
+
+  Raises:
+    UserError: if the config cannot run on the target's mesh.
+  """
+  trainer = train.Trainer(config, target.mesh())
+  images = images_per_device(config, trainer.mesh.size)
+  chosen = {k: v for k, v in step_inputs(trainer).items() if k in steps}
+  return compile_steps(chosen, config, target, images, on_step)
 
 
 def check_fits(reports: dict[str, dict]) -> None:
