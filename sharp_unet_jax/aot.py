@@ -122,8 +122,7 @@ def peer_ratios(summary: dict, process: subprocess.Popen) -> None:
 
 def main(argv) -> None:
   """Entry point of `python -m sharp_unet_jax.aot`."""
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments
   # Compiling needs no attached accelerator; keep JAX from probing for one.
   jax.config.update('jax_platforms', 'cpu')
   config = FLAGS.config

@@ -100,30 +100,37 @@ def build_keras_unet(
   x = _conv_pair(x, num_filters * 2**depth, 'bottleneck')
 
   for level in reversed(range(depth)):
-    features = num_filters * 2**level
-    x = keras.layers.Conv2DTranspose(
-      features,
-      2,
-      strides=2,
-      padding='same',
-      kernel_initializer='glorot_uniform',
-      name=f'upsample_{level}',
-    )(x)
-    skip = skips[level]
-    if sharp:
-      skip = _sharp_block(skip, f'sharp_{level}')
-    x = keras.layers.Concatenate(axis=-1, name=f'concat_{level}')([x, skip])
-    x = _conv_pair(x, features, f'decoder_{level}')
+    x = _decoder_level(x, skips[level], num_filters * 2**level, level, sharp)
+  activation = _head_activation(output_activation, num_classes)
+  outputs = keras.layers.Conv2D(num_classes, 1, activation=activation, name='head')(x)
+  return keras.Model(inputs, outputs, name='sharp_unet' if sharp else 'unet')
 
-  activation = None
+
+def _decoder_level(x, skip, features: int, level: int, sharp: bool):
+  """Up-convolution, the (sharpened) skip concatenated, then two convs."""
+  x = keras.layers.Conv2DTranspose(
+    features,
+    2,
+    strides=2,
+    padding='same',
+    kernel_initializer='glorot_uniform',
+    name=f'upsample_{level}',
+  )(x)
+  if sharp:
+    skip = _sharp_block(skip, f'sharp_{level}')
+  x = keras.layers.Concatenate(axis=-1, name=f'concat_{level}')([x, skip])
+  return _conv_pair(x, features, f'decoder_{level}')
+
+
+def _head_activation(output_activation, num_classes: int):
+  """The head's activation: the paper's (sigmoid or softmax), or None."""
   if output_activation == 'paper':
-    activation = 'sigmoid' if num_classes == 1 else 'softmax'
-  elif output_activation is not None:
+    return 'sigmoid' if num_classes == 1 else 'softmax'
+  if output_activation is not None:
     raise ValueError(
       f"output_activation must be 'paper' or None, got {output_activation!r}."
     )
-  outputs = keras.layers.Conv2D(num_classes, 1, activation=activation, name='head')(x)
-  return keras.Model(inputs, outputs, name='sharp_unet' if sharp else 'unet')
+  return None
 
 
 def compile_like_paper(model: keras.Model, num_classes: int, **compile_kwargs):
