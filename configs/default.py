@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Kernel initialiser: 'glorot_uniform' (the paper's, Keras default),
   # 'lecun_normal' (Flax default) or 'he_normal' (the U-Net paper's).
   config.kernel_init = 'glorot_uniform'
-  # Computation dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 in programs
+  # compiled for TPU or GPU, float32 on CPU); parameters stay float32.
   config.dtype = 'float32'
   # How the Sharp block, max-pool and up-convolution are computed (same
   # results): 'auto' (fast CPU forms in programs compiled for CPU, the

@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from sharp_unet_jax import aot, cli  # noqa: E402
 from sharp_unet_jax.compilation import targets, xla_options  # noqa: E402
+from sharp_unet_jax.model import models  # noqa: E402
 from sharp_unet_jax.training import aot_steps  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -72,15 +73,17 @@ def keras_predict_step(model):
   return predict
 
 
-def build(config):
-  """The paper's model and its optimiser for `config` (binary segmentation)."""
+def build(config, platform: str):
+  """The paper's model and its optimiser for `config` (binary segmentation),
+  in the compute dtype config.dtype names on `platform`."""
   import keras  # noqa: PLC0415
 
   from sharp_unet_jax.interop import keras_reference  # noqa: PLC0415
 
   if config.num_classes != 1:
     raise ValueError('The Keras peer is the paper binary model: num_classes=1.')
-  policy = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}[config.dtype]
+  dtype = models.compute_dtype(config.dtype, platform)
+  policy = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}[dtype]
   keras.config.set_dtype_policy(policy)
   model = keras_reference.build_keras_unet(
     (*config.image_size, config.num_channels),
@@ -98,7 +101,7 @@ def build(config):
 def step_inputs(config, target) -> dict:
   """{'train', 'predict'}: each Keras step jitted for the target, with its
   abstract arguments (shapes, dtypes and shardings, no data)."""
-  model, optimizer = build(config)
+  model, optimizer = build(config, target.platform)
   mesh = target.mesh()
   replicated = NamedSharding(mesh, PartitionSpec())
   data = NamedSharding(mesh, PartitionSpec('data'))

@@ -182,3 +182,11 @@ def test_v4_topologies_have_a_device_per_tensorcore():
   assert len(target.devices) == 8
   assert target.chip.memory_bytes == 16 * 2**30
   assert train.Trainer(tiny.get_config(), target.mesh()).mesh.size == 8
+
+
+def test_auto_dtype_computes_in_bfloat16_for_tpu_and_gpu_only():
+  config = tiny.get_config()
+  config.dtype = 'auto'
+  for name, dtype in (('tpu:v5e:2x2', 'bfloat16'), ('gpu:h100:4', 'bfloat16')):
+    assert train.Trainer(config, targets.parse(name).mesh()).model.dtype == dtype
+  assert train.Trainer(config).model.dtype == 'float32'  # this CPU host

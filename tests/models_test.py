@@ -114,6 +114,20 @@ def test_create_model_rejects_unknown_names():
   config.implementation = 'fast'
   with pytest.raises(ValueError, match="config.implementation='fast'"):
     models.create_model(config)
+  config.implementation = 'auto'
+  config.dtype = 'float16'
+  with pytest.raises(ValueError, match="config.dtype='float16'"):
+    models.create_model(config)
+
+
+def test_auto_dtype_is_bfloat16_on_tpu_and_gpu_and_float32_on_cpu():
+  assert [models.compute_dtype('auto', p) for p in ('tpu', 'gpu', 'cpu')] == [
+    'bfloat16',
+    'bfloat16',
+    'float32',
+  ]
+  assert models.compute_dtype('float32', 'tpu') == 'float32'
+  assert models.compute_dtype('bfloat16', 'cpu') == 'bfloat16'
 
 
 def test_summary_cli_prints_trainable_params_last():

@@ -27,6 +27,11 @@ Initializer = Callable[..., jax.Array]
 # config.implementation: a form of network.py, or 'auto' (chosen per platform).
 IMPLEMENTATIONS = (*network.FORMS, 'auto')
 
+# config.dtype (compute; parameters and optimiser stay float32): 'auto' is
+# bfloat16 where the model is compiled for TPU or GPU and float32 on CPU
+# (docs/performance.md, "Precision").
+DTYPES = ('float32', 'bfloat16', 'auto')
+
 INITIALIZERS = {
   # Keras' default, used by the paper.
   'glorot_uniform': nn.initializers.glorot_uniform(),
@@ -167,8 +172,27 @@ MODELS = {
 }
 
 
-def create_model(config) -> UNet:
+def compute_dtype(name: str, platform: str) -> str:
+  """The compute dtype that `config.dtype` names on `platform` ('cpu', 'gpu'
+  or 'tpu'): 'auto' is 'float32' on CPU and 'bfloat16' elsewhere.
+
+  Raises:
+    ValueError: for an unknown name.
+  """
+  if name not in DTYPES:
+    raise ValueError(f'config.dtype={name!r} is unknown; use one of {list(DTYPES)}.')
+  if name != 'auto':
+    return name
+  return 'float32' if platform == 'cpu' else 'bfloat16'
+
+
+def create_model(config, platform: Optional[str] = None) -> UNet:
   """Builds the model named by `config.model` from a training config.
+
+  Args:
+    config: a training config.
+    platform: where the model is compiled ('cpu', 'gpu' or 'tpu'), which
+      resolves config.dtype='auto'; None: JAX's default backend.
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -196,7 +220,7 @@ def create_model(config) -> UNet:
     num_classes=config.num_classes,
     num_filters=config.num_filters,
     depth=config.depth,
-    dtype=jnp.dtype(config.dtype),
+    dtype=jnp.dtype(compute_dtype(config.dtype, platform or jax.default_backend())),
     kernel_init=INITIALIZERS[config.kernel_init],
     implementation=implementation,
     **kwargs,

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding
 
 from sharp_unet_jax.compilation import hbm_traffic, hlo_stats, targets
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.model import models
 from sharp_unet_jax.training import train
 
 STEPS = ('init', 'train', 'eval', 'predict')
@@ -157,7 +158,8 @@ def summarize(lowered, compiled, target, config, images: int) -> dict:
   )
   report['collectives'] = hlo_stats.collectives(text)
   report['grouped_convolutions'] = hlo_stats.grouped_convolutions(text)
-  report.update(roofline(report, target.chip, config.dtype, images))
+  dtype = models.compute_dtype(config.dtype, target.platform)
+  report.update(roofline(report, target.chip, dtype, images))
   return report
 
 
