@@ -55,7 +55,10 @@ SCORES = per_image_metrics.SCORE_NAMES
 SKIP_ABSENT = per_image_metrics.SKIP_ABSENT
 
 
-def _check_rule(rule: str) -> None:
+def _check_arguments(num_worst: int, rule: str) -> None:
+  """Raises UserError for a negative --num_worst or an unknown rule."""
+  if num_worst < 0:
+    raise UserError(f'--num_worst={num_worst} must be 0 or more.')
   if rule not in per_image_metrics.ABSENT_RULES:
     rules = list(per_image_metrics.ABSENT_RULES)
     raise UserError(f'--absent_classes={rule} must be one of {rules}.')
@@ -319,9 +322,7 @@ def evaluate(
   Raises:
     UserError: for a bad workdir, checkpoint, split or output folder.
   """
-  if num_worst < 0:
-    raise UserError(f'--num_worst={num_worst} must be 0 or more.')
-  _check_rule(absent_classes)
+  _check_arguments(num_worst, absent_classes)
   restored = restore.load(workdir, checkpoint)
   config = restored.config
   split, data = _load_split(config, split, data_dir)
