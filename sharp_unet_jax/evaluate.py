@@ -389,14 +389,7 @@ def main(argv) -> None:
   )
   if jax.process_index() != 0:
     return
-  paper, pooled = summary['paper_protocol'], summary['pooled']
-  print(
-    f'{summary["split"]} ({summary["num_images"]} images), step {summary["step"]}: '
-    f'paper protocol jaccard={paper["jaccard"]["mean"]:.2f} '
-    f'dice={paper["dice"]["mean"]:.2f}; pooled dice={pooled["dice"]:.4f} '
-    f'iou={pooled["iou"]:.4f}; hd95={summary["per_image"]["hd95"]["mean"]:.2f} '
-    f'{summary["hd95_unit"]}'
-  )
+  print(split_report.one_line(summary))
   print(f'Reports: {summary["output_dir"]}')
 
 

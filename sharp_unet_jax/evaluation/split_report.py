@@ -157,3 +157,15 @@ def write_reports(output_dir: str, rows: list[dict], summary: dict) -> None:
   workdirs.write_json_atomically(os.path.join(output_dir, 'summary.json'), summary)
   with open(os.path.join(output_dir, 'summary.md'), 'w') as f:
     f.write(markdown(summary))
+
+
+def one_line(summary: dict) -> str:
+  """The headline scores of an evaluated split, for the terminal."""
+  paper, pooled = summary['paper_protocol'], summary['pooled']
+  return (
+    f'{summary["split"]} ({summary["num_images"]} images), step {summary["step"]}: '
+    f'paper protocol jaccard={paper["jaccard"]["mean"]:.2f} '
+    f'dice={paper["dice"]["mean"]:.2f}; pooled dice={pooled["dice"]:.4f} '
+    f'iou={pooled["iou"]:.4f}; hd95={summary["per_image"]["hd95"]["mean"]:.2f} '
+    f'{summary["hd95_unit"]}'
+  )
