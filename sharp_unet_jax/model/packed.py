@@ -1,0 +1,105 @@
+"""U-Net's narrow levels with several images side by side in the lanes.
+
+TPU layouts keep a convolution's channels in the minor dimension, 128 lanes
+wide, so a level with C < 128 channels is padded to 128: level 0 of the
+paper's model (32 channels) moves four times its size, level 1 twice.
+Packing f images of a device's batch into the lanes, (N, H, W, C) ->
+(N/f, H, W, f C) in (image, channel) order, fills them. No op of a U-Net
+mixes images, so each has an exact packed form:
+
+- a convolution (3x3, the 2x2 stride-2 up-convolution, the 1x1 head) has the
+  block-diagonal kernel diag(K, ..., K), built from K in the forward pass by
+  a 0/1 mask (f times the FLOPs, which the memory-bound levels can afford);
+  the parameter stays K, so the gradient reaching it is the sum over images;
+- the Sharp block is the same depthwise convolution with the constant kernel,
+  over f C channels instead of C;
+- the max-pool is the same max-pool.
+
+Images enter the lanes once (the 3-channel input) and leave them once (the
+logits); the first level with 128 or more channels reads the packed
+(pooled) array with a block-diagonal kernel and unpacks its result, whole
+128-lane tiles, and the decoder packs that level's output the same way.
+(A grouped convolution with one group per image would need no zero FLOPs,
+but XLA's TPU layouts for it move 2-5x the bytes; docs/performance.md.)
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+# LANES: the TPU lane width; levels with fewer channels are packed.
+LANES = 128
+
+
+def _batch_sharding(x: jax.Array):
+  """The sharding of x's batch dimension alone, or None if unsharded."""
+  sharding = jax.typeof(x).sharding
+  spec = getattr(sharding, 'spec', None)
+  if not spec or spec[0] is None:
+    return None
+  return NamedSharding(sharding.mesh, PartitionSpec(spec[0]))
+
+
+def _batch_shards(x: jax.Array) -> int:
+  batch = _batch_sharding(x)
+  if batch is None:
+    return 1
+  axes = batch.spec[0] if isinstance(batch.spec[0], tuple) else (batch.spec[0],)
+  shards = 1
+  for axis in axes:
+    shards *= batch.mesh.shape[axis]
+  return shards
+
+
+def images_per_pack(x: jax.Array, channels: int) -> int:
+  """f: the largest power of two with f * channels <= LANES that divides each
+  device's part of x's batch (1 if the batch size is symbolic)."""
+  if not isinstance(x.shape[0], int):
+    return 1
+  local = x.shape[0] // _batch_shards(x)
+  f = 1
+  while 2 * f * channels <= LANES and local % (2 * f) == 0:
+    f *= 2
+  return f
+
+
+def _reshape(x: jax.Array, shape) -> jax.Array:
+  # An explicitly sharded batch must be told where its shards go.
+  return jax.lax.reshape(x, shape, out_sharding=_batch_sharding(x))
+
+
+def pack(x: jax.Array, f: int) -> jax.Array:
+  """(N, H, W, C) -> (N/f, H, W, f C), lanes in (image, channel) order;
+  images n f .. n f + f - 1 go to pack n, so each device packs its own."""
+  if f == 1:
+    return x
+  n, h, w, c = x.shape
+  x = _reshape(x, (n // f, f, h, w, c)).transpose(0, 2, 3, 1, 4)
+  return _reshape(x, (n // f, h, w, f * c))
+
+
+def unpack(x: jax.Array, f: int) -> jax.Array:
+  """Inverse of `pack`: (N/f, H, W, f C) -> (N, H, W, C)."""
+  if f == 1:
+    return x
+  m, h, w, fc = x.shape
+  x = _reshape(x, (m, h, w, f, fc // f)).transpose(0, 3, 1, 2, 4)
+  return _reshape(x, (m * f, h, w, fc // f))
+
+
+def block_diagonal(kernel: jax.Array, f: int) -> jax.Array:
+  """(..., I, O) -> (..., f I, f O): diag(K, ..., K), one block per image.
+  Its entries are K's and exact zeros, so a packed convolution sums the
+  same products as f plain ones."""
+  if f == 1:
+    return kernel
+  *spatial, cin, cout = kernel.shape
+  eye = jnp.eye(f, dtype=kernel.dtype)
+  # [..., g, c, g', o] = eye[g, g'] * K[..., c, o]
+  blocks = eye[:, None, :, None] * kernel[..., None, :, None, :]
+  return blocks.reshape(*spatial, f * cin, f * cout)
+
+
+def bias(b: jax.Array, f: int) -> jax.Array:
+  """The bias of f packed images, (f O,)."""
+  return b if f == 1 else jnp.tile(b, f)
