@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from sharp_unet_jax.compilation import meshes
+from sharp_unet_jax.compilation import hlo_stats, meshes
 from sharp_unet_jax.model import models, network, packed
 
 
@@ -71,7 +71,7 @@ def test_packed_unet_equals_the_reference_in_logits_and_gradients(
     assert relative_error(grad, ref_leaves[path]) < 1e-4, jax.tree_util.keystr(path)
 
 
-def test_images_per_pack_fills_the_lanes_from_each_devices_batch():
+def test_images_per_pack_fills_the_lanes_as_the_batch_allows():
   def per_pack(batch, channels):
     return packed.images_per_pack(jnp.zeros((batch, 2, 2, 1)), channels)
 
@@ -83,11 +83,6 @@ def test_images_per_pack_fills_the_lanes_from_each_devices_batch():
   assert (
     network.images_per_level('reference', jnp.zeros((16, 2, 2, 1)), 8, 2) == [1] * 3
   )
-  # Over 4 devices a batch of 8 is 2 images each: 2 per pack.
-  mesh = meshes.data_mesh(jax.devices()[:4])
-  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  sharded = jax.device_put(jnp.zeros((8, 2, 2, 1)), data)
-  assert packed.images_per_pack(sharded, 32) == 2
 
 
 def test_pack_puts_each_images_channels_side_by_side():
@@ -116,20 +111,40 @@ def test_block_diagonal_kernel_holds_the_kernel_and_exact_zeros():
   np.testing.assert_allclose(packed.unpack(got, 3), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_packed_form_runs_on_a_batch_sharded_over_devices():
+def sharded_model_and_batch():
   mesh = meshes.data_mesh(jax.devices()[:2])
   model = models.UNet(num_filters=3, depth=1, implementation='tpu_packed')
   x = random(0, (8, 8, 8, 3))
   params = jax.jit(model.init)(jax.random.key(0), x)['params']
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  apply = jax.jit(functools.partial(model.apply), out_shardings=data)
-  sharded = jax.device_put(x, data)
-  # 4 images per device, all in one pack.
-  assert network.images_per_level('tpu_packed', sharded, 3, 1) == [4, 4]
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return model, jax.device_put(params, replicated), x, jax.device_put(x, data)
+
+
+def test_each_device_packs_its_own_images():
+  model, params, x, sharded = sharded_model_and_batch()
+  apply = jax.jit(model.apply)
+  # 4 images per device, all in one pack: 4 x 3 input channels.
+  assert 'tensor<1x8x8x12xf32>' in apply.lower({'params': params}, sharded).as_text()
   logits = apply({'params': params}, sharded)
+  assert jax.typeof(logits).sharding.spec[0] == 'data'
   reference = models.UNet(num_filters=3, depth=1, implementation='reference')
   expected = jax.jit(reference.apply)({'params': params}, x)
   assert relative_error(logits, expected) < 1e-5
+
+
+def test_devices_sum_the_gradient_of_each_kernel_not_of_its_block_diagonal():
+  model, params, _, sharded = sharded_model_and_batch()
+
+  def loss(p):
+    return jnp.mean(model.apply({'params': p}, sharded) ** 2)
+
+  text = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  reduced = hlo_stats.collectives(text)['all-reduce']['bytes']
+  param_bytes = sum(p.nbytes for p in jax.tree_util.tree_leaves(params))
+  # The parameters' gradients, plus at most the loss; the block-diagonal
+  # kernels' gradients would be 4-16 times as large.
+  assert param_bytes <= reduced <= param_bytes + 8, (reduced, param_bytes)
 
 
 def lowered_text(implementation, platform):

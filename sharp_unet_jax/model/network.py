@@ -139,21 +139,31 @@ def forward(
     sharp_kernel: the Sharp block's 3x3 constant, or None for a plain U-Net.
     dtype: computation dtype; parameters are cast to it, as nn.Conv does.
     record: called with ('features_<level>', encoder output) and ('sharp_<level>',
-      sharpened skip) at the levels that are not packed, e.g. to sow them.
+      sharpened skip), e.g. to sow them; not by the 'tpu_packed' form.
   """
+  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+  network = functools.partial(
+    _network, form=form, depth=depth, sharp_kernel=sharp_kernel, record=record
+  )
+  if form == 'tpu_packed':
+    # Flax cannot sow from inside a shard_map: this form records nothing.
+    network = packed.per_device(functools.partial(network, record=None))
+  return network(params, x.astype(dtype)).astype(jnp.float32)
+
+
+def _network(params, x, *, form, depth, sharp_kernel, record):
   forms = FORMS[form]
   num_filters = params['encoder_0']['Conv_0']['kernel'].shape[-1]
   per_level = images_per_level(form, x, num_filters, depth)
-  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
   record = record or (lambda name, value: None)
-  x, skips = _encoder(x.astype(dtype), params, depth, forms, per_level, record)
+  x, skips = _encoder(x, params, depth, forms, per_level, record)
   for level in reversed(range(depth)):
     x = _decoder_level(
       x, skips[level], params, level, forms, per_level, sharp_kernel, record
     )
   head = params['head']
   logits = conv(x, head['kernel'], head['bias'], per_level[0])
-  return packed.unpack(logits, per_level[0]).astype(jnp.float32)
+  return packed.unpack(logits, per_level[0])
 
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:

@@ -25,57 +25,63 @@ but XLA's TPU layouts for it move 2-5x the bytes; docs/performance.md.)
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
 # LANES: the TPU lane width; levels with fewer channels are packed.
 LANES = 128
 
 
-def _batch_sharding(x: jax.Array):
-  """The sharding of x's batch dimension alone, or None if unsharded."""
-  sharding = jax.typeof(x).sharding
-  spec = getattr(sharding, 'spec', None)
-  if not spec or spec[0] is None:
-    return None
-  return NamedSharding(sharding.mesh, PartitionSpec(spec[0]))
+def per_device(fn):
+  """`fn(params, x)` run on each device's part of x's batch (`jax.shard_map`
+  over the batch's mesh axes, params replicated), or as it is if x's batch
+  is not sharded. So each device packs its own images, and the gradient of
+  the replicated parameters is summed over devices once, at the shard_map's
+  edge, after each block-diagonal kernel's gradient has been folded back into
+  its kernel's (outside, XLA sums the f^2 times larger block-diagonal
+  gradients across devices)."""
 
+  def run(params, x):
+    sharding = jax.typeof(x).sharding
+    spec = getattr(sharding, 'spec', None)
+    if not spec or spec[0] is None:
+      return fn(params, x)
+    batch = PartitionSpec(spec[0])
 
-def _batch_shards(x: jax.Array) -> int:
-  batch = _batch_sharding(x)
-  if batch is None:
-    return 1
-  axes = batch.spec[0] if isinstance(batch.spec[0], tuple) else (batch.spec[0],)
-  shards = 1
-  for axis in axes:
-    shards *= batch.mesh.shape[axis]
-  return shards
+    def local(params, x):
+      # Varying over the batch axes from here on, so that the gradient is
+      # summed over devices here, in the parameters' own shapes.
+      params = jax.tree_util.tree_map(
+        lambda p: jax.lax.pcast(p, spec[0], to='varying'), params
+      )
+      return fn(params, x)
+
+    return jax.shard_map(
+      local, mesh=sharding.mesh, in_specs=(PartitionSpec(), batch), out_specs=batch
+    )(params, x)
+
+  return run
 
 
 def images_per_pack(x: jax.Array, channels: int) -> int:
-  """f: the largest power of two with f * channels <= LANES that divides each
-  device's part of x's batch (1 if the batch size is symbolic)."""
+  """f: the largest power of two with f * channels <= LANES that divides x's
+  batch (1 if the batch size is symbolic). Within `per_device`, x's batch
+  is one device's."""
   if not isinstance(x.shape[0], int):
     return 1
-  local = x.shape[0] // _batch_shards(x)
   f = 1
-  while 2 * f * channels <= LANES and local % (2 * f) == 0:
+  while 2 * f * channels <= LANES and x.shape[0] % (2 * f) == 0:
     f *= 2
   return f
 
 
-def _reshape(x: jax.Array, shape) -> jax.Array:
-  # An explicitly sharded batch must be told where its shards go.
-  return jax.lax.reshape(x, shape, out_sharding=_batch_sharding(x))
-
-
 def pack(x: jax.Array, f: int) -> jax.Array:
-  """(N, H, W, C) -> (N/f, H, W, f C), lanes in (image, channel) order;
-  images n f .. n f + f - 1 go to pack n, so each device packs its own."""
+  """(N, H, W, C) -> (N/f, H, W, f C), lanes in (image, channel) order:
+  images n f .. n f + f - 1 go to pack n."""
   if f == 1:
     return x
   n, h, w, c = x.shape
-  x = _reshape(x, (n // f, f, h, w, c)).transpose(0, 2, 3, 1, 4)
-  return _reshape(x, (n // f, h, w, f * c))
+  x = x.reshape(n // f, f, h, w, c).transpose(0, 2, 3, 1, 4)
+  return x.reshape(n // f, h, w, f * c)
 
 
 def unpack(x: jax.Array, f: int) -> jax.Array:
@@ -83,8 +89,8 @@ def unpack(x: jax.Array, f: int) -> jax.Array:
   if f == 1:
     return x
   m, h, w, fc = x.shape
-  x = _reshape(x, (m, h, w, f, fc // f)).transpose(0, 3, 1, 2, 4)
-  return _reshape(x, (m * f, h, w, fc // f))
+  x = x.reshape(m, h, w, f, fc // f).transpose(0, 3, 1, 2, 4)
+  return x.reshape(m * f, h, w, fc // f)
 
 
 def block_diagonal(kernel: jax.Array, f: int) -> jax.Array:
