@@ -4,8 +4,6 @@ Checked here on CPU by asking for implementation='tpu_packed' explicitly;
 'auto' picks it only in programs compiled for TPU.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
