@@ -23,11 +23,11 @@ def random(seed, shape):
   return jax.random.normal(jax.random.key(seed), shape)
 
 
-# (filters, batch): 5 filters and a batch of 8 pack 8 images at every level,
-# the bottleneck (80 channels) included; 24 filters and a batch of 4 pack 4
-# images at levels 0-2 (24-96 channels), and the 192-channel level 3 unpacks
-# them.
-CASES = {(5, 8): [8, 8, 8, 8, 8], (24, 4): [4, 4, 4, 1, 1]}
+# (filters, batch): 5 filters and a batch of 8 pack 8 images at levels 0-1
+# (5 and 10 channels), 4 at level 2 (20), 2 at level 3 (40) and none in the
+# bottleneck (80); 24 filters and a batch of 4 pack 4 images at level 0, 2 at
+# level 1 (48) and none below.
+CASES = {(5, 8): [8, 8, 4, 2, 1], (24, 4): [4, 2, 1, 1, 1]}
 
 
 @pytest.mark.parametrize('sharp_kernel', ['laplacian', None])
@@ -91,6 +91,10 @@ def test_pack_puts_each_images_channels_side_by_side():
   np.testing.assert_array_equal(xp[1, 2, 3, 5 * 1 + 4], x[3, 2, 3, 4])
   np.testing.assert_array_equal(xp[2, 0, 1, 2], x[4, 0, 1, 2])
   np.testing.assert_array_equal(packed.unpack(xp, 2), x)
+  # Packs of 2 images packed by 2 are packs of 4, in the same order.
+  y = random(1, (8, 3, 4, 5))
+  np.testing.assert_array_equal(packed.pack(packed.pack(y, 2), 2), packed.pack(y, 4))
+  np.testing.assert_array_equal(packed.unpack(packed.pack(y, 4), 2), packed.pack(y, 2))
   assert packed.pack(x, 1) is x and packed.unpack(x, 1) is x
 
 

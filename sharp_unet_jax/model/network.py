@@ -60,17 +60,25 @@ def _relu_conv(x, layer, images=1):
 def images_per_level(form: str, x: jax.Array, num_filters: int, depth: int) -> list:
   """Images packed together at each level, the bottleneck last (1: unpacked).
 
-  'tpu_packed' packs `packed.images_per_pack` images at the levels with
-  fewer than packed.LANES channels; every other form packs none."""
+  'tpu_packed' packs f = `packed.images_per_pack` images at level 0, and at
+  each deeper level, with twice the channels, as many as fill the lanes
+  without exceeding them (a power of two): f, f/2, ... down to 1. Every other
+  form packs none."""
   if form != 'tpu_packed':
     return [1] * (depth + 1)
   f = packed.images_per_pack(x, num_filters)
-  return [f if num_filters * 2**lvl < packed.LANES else 1 for lvl in range(depth + 1)]
+  per_level = []
+  for level in range(depth + 1):
+    while f > 1 and f * num_filters * 2**level > packed.LANES:
+      f //= 2
+    per_level.append(f)
+  return per_level
 
 
 def _level_convs(x, layer, per_level, level):
   """A level's two convolutions. The first runs in its input's packing (the
-  level above's); the first unpacked level unpacks its result."""
+  level above's) and hands the images this level packs fewer of back to the
+  batch dimension (whole 128-lane tiles)."""
   above = per_level[max(level - 1, 0)]
   x = _relu_conv(x, layer['Conv_0'], above)
   x = packed.unpack(x, above // per_level[level])
@@ -82,8 +90,7 @@ def _encoder(x, params, depth, forms, per_level, record):
   skips = []
   for level in range(depth):
     x = _level_convs(x, params[f'encoder_{level}'], per_level, level)
-    if per_level[level] == 1:
-      record(f'features_{level}', x)
+    record(f'features_{level}', x)
     skips.append(x)
     x = fast_layers.max_pool(x, forms['pool'])
   return _level_convs(x, params['bottleneck'], per_level, depth), skips
@@ -112,8 +119,7 @@ def _decoder_level(x, skip, params, level, forms, per_level, kernel, record):
   )
   if kernel is not None:
     skip = sharp_block.sharp_filter(skip, kernel, forms['sharp'])
-    if f == 1:
-      record(f'sharp_{level}', skip)
+    record(f'sharp_{level}', skip)
   layer = params[f'decoder_{level}']
   x = jax.nn.relu(_conv_of_concatenation(x, skip, layer['Conv_0'], f))
   return _relu_conv(x, layer['Conv_1'], f)

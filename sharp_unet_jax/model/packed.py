@@ -15,12 +15,17 @@ mixes images, so each has an exact packed form:
   over f C channels instead of C;
 - the max-pool is the same max-pool.
 
-Images enter the lanes once (the 3-channel input) and leave them once (the
-logits); the first level with 128 or more channels reads the packed
-(pooled) array with a block-diagonal kernel and unpacks its result, whole
-128-lane tiles, and the decoder packs that level's output the same way.
-(A grouped convolution with one group per image would need no zero FLOPs,
-but XLA's TPU layouts for it move 2-5x the bytes; docs/performance.md.)
+Images enter the lanes once (the 3-channel input) and leave once (the
+logits). Each deeper level, with twice the channels, packs half as many
+images, as many as fill the 128 lanes without exceeding them: the level's
+first convolution runs in its input's packing and `unpack` hands half of
+each pack back to the batch dimension, whole 128-lane tiles; the decoder
+`pack`s them again before the up-convolution. (Keeping one packing for all
+levels moves f^2 times each kernel's bytes at the deeper ones, 3.2x
+Keras's estimated time in configs/default.py's predict step; a grouped
+convolution with one group per image, instead of block-diagonal kernels,
+got TPU layouts moving more bytes than the reference form:
+docs/performance.md.)
 """
 
 import jax
@@ -76,7 +81,8 @@ def images_per_pack(x: jax.Array, channels: int) -> int:
 
 def pack(x: jax.Array, f: int) -> jax.Array:
   """(N, H, W, C) -> (N/f, H, W, f C), lanes in (image, channel) order:
-  images n f .. n f + f - 1 go to pack n."""
+  images n f .. n f + f - 1 go to pack n. Of packs of g images, it makes
+  packs of f g images, in the same order as packing f g images at once."""
   if f == 1:
     return x
   n, h, w, c = x.shape
@@ -85,7 +91,8 @@ def pack(x: jax.Array, f: int) -> jax.Array:
 
 
 def unpack(x: jax.Array, f: int) -> jax.Array:
-  """Inverse of `pack`: (N/f, H, W, f C) -> (N, H, W, C)."""
+  """Inverse of `pack`: (N/f, H, W, f C) -> (N, H, W, C); of packs of f g
+  images, it makes packs of g."""
   if f == 1:
     return x
   m, h, w, fc = x.shape
