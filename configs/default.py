@@ -52,11 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 in programs
   # compiled for TPU or GPU, float32 on CPU); parameters stay float32.
   config.dtype = 'float32'
-  # How the Sharp block, max-pool and up-convolution are computed (same
-  # results): 'auto' (fast CPU forms in programs compiled for CPU, the
-  # design's ops for GPU and TPU), 'reference' (the design's grouped
-  # convolution, nn.max_pool and transposed conv everywhere), 'cpu_fast' or
-  # 'tpu_blocked' (levels 0 and 1 on 2x2 blocks; see docs/performance.md).
+  # How the network is computed (same results): 'auto' (fast CPU forms in
+  # programs compiled for CPU, 'tpu_packed' for TPU, the design's ops for
+  # GPU), 'reference' (the design's grouped convolution, nn.max_pool and
+  # transposed conv everywhere), 'cpu_fast' or 'tpu_packed' (the levels under
+  # 128 channels with several images in the lanes; docs/performance.md).
   config.implementation = 'auto'
 
   # --- Optimiser and loss -----------------------------------------------------

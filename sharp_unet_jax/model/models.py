@@ -89,8 +89,8 @@ class UNet(nn.Module):
       result (network.py): 'reference' (the design's grouped convolution,
       nn.max_pool and transposed convolution), 'cpu_fast' (fused shifted
       sums, strided slices and one dot: faster on CPU, see fast_layers.py),
-      'tpu_blocked' (the levels narrower than 128 channels on 2x2 blocks,
-      which TPUs store unpadded, see blocked.py) or 'auto' (cpu_fast in
+      'tpu_packed' (the levels narrower than 128 channels carry several
+      images side by side in the lanes, see packed.py) or 'auto' (cpu_fast in
       programs compiled for CPU, network.AUTO_TPU_FORM for TPU, reference
       for GPU, decided per target platform when the program is lowered).
   """

@@ -10,10 +10,10 @@ run inside it). The forms compute the same result:
   `nn.max_pool`, transposed convolution);
 - 'cpu_fast': fused shifted sums, strided slices and one dot (fast_layers.py,
   sharp_block.py), faster on CPU;
-- 'tpu_blocked': the reference ops, except that the levels with fewer than
-  128 channels run on 2x2 blocks (blocked.py), which TPUs store without lane
-  padding; the blocked layout is kept from a level's first convolution to
-  its max-pool, and from its up-convolution to the next up-convolution.
+- 'tpu_packed': the reference ops, except that the levels with fewer than
+  128 channels carry several images side by side in the channel (lane)
+  dimension, with block-diagonal kernels (packed.py), which TPUs store
+  without lane padding.
 """
 
 import functools
@@ -23,95 +23,106 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_unet_jax.model import blocked, fast_layers, sharp_block
+from sharp_unet_jax.model import fast_layers, packed, sharp_block
 
-# The wide levels that the TPU form may block: 0 and 1.
-MAX_BLOCKED = 2
-# The form 'auto' takes in TPU programs. 'tpu_blocked' cuts the train step's
-# estimated time (XLA's bytes accessed) but raises its HBM-only bytes and
-# the predict step's time (docs/performance.md), so until a TPU measures it
-# 'auto' keeps the reference form; --config.implementation=tpu_blocked asks
-# for it.
-AUTO_TPU_FORM = 'reference'
+# The form 'auto' takes in TPU programs (docs/performance.md: its estimated
+# train step is about half the reference form's and Keras's).
+AUTO_TPU_FORM = 'tpu_packed'
 
 FORMS = {
   'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
   'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
-  'tpu_blocked': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
+  'tpu_packed': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
 }
 
 
-def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """A stride-1 'SAME' convolution plus bias, exactly as `nn.Conv` runs it."""
+def conv(x: jax.Array, kernel: jax.Array, bias=None, images: int = 1) -> jax.Array:
+  """A stride-1 'SAME' convolution (plus bias), exactly as `nn.Conv` runs it;
+  of `images` images packed in x's channels if images > 1 (packed.py)."""
   y = jax.lax.conv_general_dilated(
     x,
-    kernel,
+    packed.block_diagonal(kernel, images),
     (1, 1),
     'SAME',
     lhs_dilation=(1, 1),
     rhs_dilation=(1, 1),
     dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
   )
-  return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+  if bias is None:
+    return y
+  return y + jnp.reshape(packed.bias(bias, images), (1,) * (y.ndim - 1) + (-1,))
 
 
-def _conv_pair(x, params, conv_fn):
-  for i in range(2):
-    layer = params[f'Conv_{i}']
-    x = jax.nn.relu(conv_fn(x, layer['kernel'], layer['bias']))
-  return x
+def _relu_conv(x, layer, images=1):
+  return jax.nn.relu(conv(x, layer['kernel'], layer['bias'], images))
 
 
-def blocked_levels(form: str, num_filters: int, depth: int) -> frozenset:
-  """The levels that `form` runs on 2x2 blocks: of the first MAX_BLOCKED,
-  those with fewer channels than TPU lanes. Deeper levels are small (a
-  sixteenth of the pixels at level 2), so their blocked kernels, 16 times the
-  size of the real ones, would cost more traffic than they save."""
-  if form != 'tpu_blocked':
-    return frozenset()
-  levels = range(min(depth, MAX_BLOCKED))
-  return frozenset(lvl for lvl in levels if num_filters * 2**lvl < blocked.LANES)
+def images_per_level(form: str, x: jax.Array, num_filters: int, depth: int) -> list:
+  """Images packed together at each level, the bottleneck last (1: unpacked).
+
+  'tpu_packed' packs f = `packed.images_per_pack` images at level 0, and at
+  each deeper level, with twice the channels, as many as fill the lanes
+  without exceeding them (a power of two): f, f/2, ... down to 1. Every other
+  form packs none."""
+  if form != 'tpu_packed':
+    return [1] * (depth + 1)
+  f = packed.images_per_pack(x, num_filters)
+  per_level = []
+  for level in range(depth + 1):
+    while f > 1 and f * num_filters * 2**level > packed.LANES:
+      f //= 2
+    per_level.append(f)
+  return per_level
 
 
-def _encoder(x, params, depth, forms, blocked_set, record):
+def _level_convs(x, layer, per_level, level):
+  """A level's two convolutions. The first runs in its input's packing (the
+  level above's) and hands the images this level packs fewer of back to the
+  batch dimension (whole 128-lane tiles)."""
+  above = per_level[max(level - 1, 0)]
+  x = _relu_conv(x, layer['Conv_0'], above)
+  x = packed.unpack(x, above // per_level[level])
+  return _relu_conv(x, layer['Conv_1'], per_level[level])
+
+
+def _encoder(x, params, depth, forms, per_level, record):
+  x = packed.pack(x, per_level[0])
   skips = []
   for level in range(depth):
-    layer = params[f'encoder_{level}']
-    if level in blocked_set:
-      x = _conv_pair(blocked.space_to_depth(x), layer, blocked.conv3x3)
-      skips.append(x)
-      x = blocked.max_pool(x)
-    else:
-      x = _conv_pair(x, layer, conv)
-      record(f'features_{level}', x)
-      skips.append(x)
-      x = fast_layers.max_pool(x, forms['pool'])
-  return x, skips
+    x = _level_convs(x, params[f'encoder_{level}'], per_level, level)
+    record(f'features_{level}', x)
+    skips.append(x)
+    x = fast_layers.max_pool(x, forms['pool'])
+  return _level_convs(x, params['bottleneck'], per_level, depth), skips
 
 
-def _decoder_level(x, skip, params, level, forms, blocked_set, kernel, record):
+def _conv_of_concatenation(x, skip, layer, images):
+  """`conv` of [x, skip] along channels. Packed arrays cannot be joined that
+  way (each image's channels must stay together), so there it is the sum
+  of two convolutions with the kernel's halves: the same products."""
+  if images == 1:
+    return conv(jnp.concatenate([x, skip], axis=-1), layer['kernel'], layer['bias'])
+  split = x.shape[-1] // images
+  kernel = layer['kernel']
+  y = conv(x, kernel[:, :, :split], layer['bias'], images)
+  return y + conv(skip, kernel[:, :, split:], None, images)
+
+
+def _decoder_level(x, skip, params, level, forms, per_level, kernel, record):
   """Up-convolution, Sharp block, concatenation and conv pair of one level."""
+  f = per_level[level]
+  x = packed.pack(x, f // per_level[level + 1])
   up = params[f'upsample_{level}']
-  layer = params[f'decoder_{level}']
-  if level + 1 in blocked_set:
-    x = blocked.depth_to_space(x)
-  if level in blocked_set:
-    x = blocked.upconv(x, up['kernel'], up['bias'])
-    if kernel is not None:
-      skip = blocked.sharp_filter(skip, kernel)
-    # Conv_0 reads [up, skip], each blocked; the Sharp block's output is
-    # channel-major.
-    parts = [(x.shape[-1] // 4, False), (skip.shape[-1] // 4, kernel is not None)]
-    first = functools.partial(blocked.conv3x3, parts=parts)
-    x = jnp.concatenate([x, skip], axis=-1)
-    x = jax.nn.relu(first(x, layer['Conv_0']['kernel'], layer['Conv_0']['bias']))
-    conv1 = layer['Conv_1']
-    return jax.nn.relu(blocked.conv3x3(x, conv1['kernel'], conv1['bias']))
-  x = fast_layers.upconv(x, up['kernel'], forms['upsample']) + up['bias']
+  upconv_kernel = packed.block_diagonal(up['kernel'], f)
+  x = fast_layers.upconv(x, upconv_kernel, forms['upsample']) + packed.bias(
+    up['bias'], f
+  )
   if kernel is not None:
     skip = sharp_block.sharp_filter(skip, kernel, forms['sharp'])
     record(f'sharp_{level}', skip)
-  return _conv_pair(jnp.concatenate([x, skip], axis=-1), layer, conv)
+  layer = params[f'decoder_{level}']
+  x = jax.nn.relu(_conv_of_concatenation(x, skip, layer['Conv_0'], f))
+  return _relu_conv(x, layer['Conv_1'], f)
 
 
 def forward(
@@ -129,30 +140,36 @@ def forward(
   Args:
     params: the UNet's parameter tree (float32).
     x: images; sides divisible by 2**depth.
-    form: 'reference', 'cpu_fast' or 'tpu_blocked' (see the module docstring).
+    form: 'reference', 'cpu_fast' or 'tpu_packed' (see the module docstring).
     depth: pooling levels.
     sharp_kernel: the Sharp block's 3x3 constant, or None for a plain U-Net.
     dtype: computation dtype; parameters are cast to it, as nn.Conv does.
     record: called with ('features_<level>', encoder output) and ('sharp_<level>',
-      sharpened skip) at the unblocked levels, e.g. to sow them.
+      sharpened skip), e.g. to sow them; not by the 'tpu_packed' form.
   """
+  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+  network = functools.partial(
+    _network, form=form, depth=depth, sharp_kernel=sharp_kernel, record=record
+  )
+  if form == 'tpu_packed':
+    # Flax cannot sow from inside a shard_map: this form records nothing.
+    network = packed.per_device(functools.partial(network, record=None))
+  return network(params, x.astype(dtype)).astype(jnp.float32)
+
+
+def _network(params, x, *, form, depth, sharp_kernel, record):
   forms = FORMS[form]
   num_filters = params['encoder_0']['Conv_0']['kernel'].shape[-1]
-  blocked_set = blocked_levels(form, num_filters, depth)
-  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+  per_level = images_per_level(form, x, num_filters, depth)
   record = record or (lambda name, value: None)
-  x, skips = _encoder(x.astype(dtype), params, depth, forms, blocked_set, record)
-  x = _conv_pair(x, params['bottleneck'], conv)
+  x, skips = _encoder(x, params, depth, forms, per_level, record)
   for level in reversed(range(depth)):
     x = _decoder_level(
-      x, skips[level], params, level, forms, blocked_set, sharp_kernel, record
+      x, skips[level], params, level, forms, per_level, sharp_kernel, record
     )
   head = params['head']
-  if 0 in blocked_set:
-    logits = blocked.depth_to_space(blocked.head(x, head['kernel'], head['bias']))
-  else:
-    logits = conv(x, head['kernel'], head['bias'])
-  return logits.astype(jnp.float32)
+  logits = conv(x, head['kernel'], head['bias'], per_level[0])
+  return packed.unpack(logits, per_level[0])
 
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
