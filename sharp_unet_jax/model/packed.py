@@ -24,7 +24,7 @@ each pack back to the batch dimension, whole 128-lane tiles; the decoder
 levels moves f^2 times each kernel's bytes at the deeper ones, 3.2x
 Keras's estimated time in configs/default.py's predict step; a grouped
 convolution with one group per image, instead of block-diagonal kernels,
-got TPU layouts moving more bytes than the reference form:
+got TPU layouts moving more HBM bytes than the reference form:
 docs/performance.md.)
 """
 
@@ -40,10 +40,10 @@ def per_device(fn):
   """`fn(params, x)` run on each device's part of x's batch (`jax.shard_map`
   over the batch's mesh axes, params replicated), or as it is if x's batch
   is not sharded. So each device packs its own images, and the gradient of
-  the replicated parameters is summed over devices once, at the shard_map's
-  edge, after each block-diagonal kernel's gradient has been folded back into
-  its kernel's (outside, XLA sums the f^2 times larger block-diagonal
-  gradients across devices)."""
+  the replicated parameters is summed over devices once, in the parameters'
+  own shapes, after each block-diagonal kernel's gradient has been folded
+  back into its kernel's. (Without the cast below, JAX sums the
+  block-diagonal kernels' gradients, f^2 times larger, across devices.)"""
 
   def run(params, x):
     sharding = jax.typeof(x).sharding
