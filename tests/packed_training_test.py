@@ -68,7 +68,7 @@ def train_main(tfds_dir, workdir, form, devices=4):
     f'--config.implementation={form}',
     *FLAGS,
   ]
-  result = run(command, devices=devices)
+  result = run(command, devices=devices, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
   losses = learning_curves.read_curve(str(workdir), 'train/loss')
   assert sorted(losses) == list(range(1, STEPS + 1))
@@ -166,22 +166,36 @@ def test_train_steps_of_both_forms_agree_within_the_noise(
   batches = random_batches(config, STEPS)
   forward = np.arange(config.batch_size)
   got = {
-    name: train_in_process(trainer, reference.initial_state(), batches, order)
-    for name, trainer, order in [
-      ('reference', reference, forward),
-      # The noise floor: the same program, each batch's images in reverse.
-      ('reversed', reference, forward[::-1]),
-    ]
+    'reference': train_in_process(
+      reference, reference.initial_state(), batches, forward
+    )
   }
+  if dtype == 'float32':
+    # The noise floor: the same program, each batch's images in reverse.
+    got['floor'] = train_in_process(
+      reference, reference.initial_state(), batches, forward[::-1]
+    )
+    factor = 10
+  else:
+    # bfloat16 keeps 8 significant bits, and the forms round their sums at
+    # different points (a packed convolution's contraction is wider), which
+    # reordering the batch does not show. The yardstick is bfloat16's own
+    # error: the forms must differ by less than the reference in bfloat16
+    # differs from the reference in float32.
+    exact = with_form(config, 'reference')
+    exact.dtype = 'float32'
+    exact = train.Trainer(exact)
+    got['floor'] = train_in_process(exact, exact.initial_state(), batches, forward)
+    factor = 1
   state = reference.initial_state().replace(apply_fn=packed.model.apply)
   got['packed'] = train_in_process(packed, state, batches, forward)
   for i, key in enumerate(('losses', 'params')):
-    noise = relative(got['reversed'][i], got['reference'][i])
+    noise = relative(got['floor'][i], got['reference'][i])
     error = relative(got['packed'][i], got['reference'][i])
     print(
       f'{model} {num_classes} {dtype} {per_device}: {key} {error:.2e} noise {noise:.2e}'
     )
-    assert error <= max(10 * noise, 1e-6), (key, error, noise)
+    assert error <= max(factor * noise, 1e-6), (key, error, noise)
 
 
 def restored_as(restored, form):
