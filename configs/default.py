@@ -159,7 +159,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Also save once this many seconds have passed since the last save, so that
   # a hard failure (a host lost without SIGTERM) loses at most this much work
   # whatever the step time; 0 turns it off. Process 0's clock decides for all.
-  config.checkpoint_every_seconds = 600
+  config.checkpoint_every_seconds = 600.0
   # Keep this many most recent checkpoints.
   config.max_checkpoints_to_keep = 3
   # Number of validation images shown as overlays in TensorBoard.

@@ -1,6 +1,7 @@
 """Launches a command as two JAX processes on this host (gloo over localhost)."""
 
 import os
+import signal
 import socket
 import subprocess
 
@@ -13,15 +14,19 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_two_processes(command, devices=2, timeout=300):
-  """Runs `command` + the distributed flags as processes 0 and 1.
+def start_two_processes(command, devices=2, env=None):
+  """Starts `command` + the distributed flags as processes 0 and 1.
 
-  Returns:
-    [(stdout, stderr)] of each process, after asserting both exited with 0.
+  Each process leads a session of its own, like a host: `signal_host` reaches
+  it and the training child it supervises.
   """
   port = free_port()
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  processes = [
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    **(env or {}),
+  )
+  return [
     subprocess.Popen(
       [
         *command,
@@ -34,10 +39,35 @@ def run_two_processes(command, devices=2, timeout=300):
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
+      start_new_session=True,
     )
     for i in range(2)
   ]
+
+
+def signal_host(process: subprocess.Popen, signum: int) -> None:
+  """Sends `signum` to every process of `process`'s session (a whole 'host')."""
+  os.killpg(os.getpgid(process.pid), signum)
+
+
+def run_two_processes(command, devices=2, timeout=300):
+  """Runs `command` + the distributed flags as processes 0 and 1.
+
+  Returns:
+    [(stdout, stderr)] of each process, after asserting both exited with 0.
+  """
+  processes = start_two_processes(command, devices)
   outputs = [p.communicate(timeout=timeout) for p in processes]
   for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
   return outputs
+
+
+def kill_all(processes) -> None:
+  """Cleans up after a failed test: no process outlives it."""
+  for p in processes:
+    if p.poll() is None:
+      try:
+        signal_host(p, signal.SIGKILL)
+      except ProcessLookupError:
+        pass

@@ -147,7 +147,8 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any):
     except CheckpointMismatchError:
       raise
     except Exception as e:  # noqa: BLE001  (any read failure: damaged)
-      reason = (str(e).splitlines() or [type(e).__name__])[0]
+      cause = e.__cause__ or e  # the read error under a UserError's advice
+      reason = (str(cause).splitlines() or [type(cause).__name__])[0]
       logging.warning(
         'Skipping the damaged checkpoint at step %d in %s (%s); it is moved to '
         '%d%s and the run resumes from an older one.',
@@ -248,15 +249,16 @@ class SaveClock:
   """
 
   _KEY = 'sharp_unet_jax/checkpoint_due/'
+  clock = staticmethod(time.monotonic)
 
   def __init__(self, every_seconds: Optional[float]):
     self.every_seconds = every_seconds or None
-    self._last = time.monotonic()
+    self._last = self.clock()
 
   def due(self, step: int) -> bool:
     if self.every_seconds is None:
       return False
-    local = time.monotonic() - self._last >= self.every_seconds
+    local = self.clock() - self._last >= self.every_seconds
     if jax.process_count() == 1:
       return local
     from sharp_unet_jax.training import liveness  # noqa: PLC0415
@@ -270,4 +272,4 @@ class SaveClock:
     return client.blocking_key_value_get(key, 24 * 3600 * 1000) == '1'
 
   def saved(self) -> None:
-    self._last = time.monotonic()
+    self._last = self.clock()

@@ -27,7 +27,6 @@ from typing import Optional
 
 EXIT_HOST_FAILURE = 75
 ANNOUNCE_GRACE_S = 3.0
-RELAUNCH = 'Relaunch the same command on every host to resume.'
 _FAILED_KEY = 'sharp_unet_jax/failed/'
 
 
@@ -78,8 +77,17 @@ def complete_steps(directory: str) -> list[int]:
 
 
 def process_name(index: int) -> str:
+  """'process i of n'; 'the process' when it runs alone."""
+  if context.process_count == 1:
+    return 'the process'
   count = f' of {context.process_count}' if context.process_count else ''
   return f'process {index}{count}'
+
+
+def relaunch() -> str:
+  if context.process_count == 1:
+    return 'Relaunch the same command to resume.'
+  return 'Relaunch the same command on every host to resume.'
 
 
 def set_checkpoint_dir(directory: str) -> None:

@@ -134,7 +134,7 @@ class PeerMonitor:
     paused = now - self._last_tick
     self._last_tick = now
     checkpoint = failures.last_checkpoint_sentence()
-    tail = f'{checkpoint} {failures.RELAUNCH}'
+    tail = f'{checkpoint} {failures.relaunch()}'
     if paused > self.timeout:
       return (
         f'{failures.process_name(self._index)} was paused for {paused:.0f} s '

@@ -111,7 +111,7 @@ def _report_abort(status: int, log: str, fields: dict, process_id) -> None:
   reason = _runtime_reason(log, status)
   print(
     f'error: {reason}{failures.where()}. {failures.last_checkpoint_sentence()} '
-    f"{failures.RELAUNCH} (The runtime's messages are in {log}.)",
+    f"{failures.relaunch()} (The runtime's messages are in {log}.)",
     file=sys.stderr,
   )
 

@@ -120,7 +120,7 @@ class Watchdog:
       f'{_who_hung(index, self._phase)}{failures.where()}: no progress for '
       f"{stalled:.0f} s (timeout {self.timeout():.0f} s; every thread's stack of "
       f'this process is in {path}){_peers_sentence()}. '
-      f'{failures.last_checkpoint_sentence()} {failures.RELAUNCH}'
+      f'{failures.last_checkpoint_sentence()} {failures.relaunch()}'
     )
 
 
