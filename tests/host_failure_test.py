@@ -10,7 +10,6 @@ that the relaunch resumes to the parameters of an uninterrupted run.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -28,18 +27,9 @@ STALL_PROCESS_1 = {'SHARP_UNET_JAX_STALL': '1:6:input'}
 
 
 def command(workdir, data_dir, *extra):
-  return [
-    sys.executable,
-    'main.py',
-    '--config=configs/tiny.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
-    f'--config.num_train_steps={STEPS}',
-    '--config.checkpoint_every_steps=2',
-    '--config.eval_every_steps=4',
-    f'--heartbeat_timeout={HEARTBEAT_S}',
-    *extra,
-  ]
+  return two_processes.tiny_main_command(
+    workdir, data_dir, STEPS, f'--heartbeat_timeout={HEARTBEAT_S}', *extra
+  )
 
 
 def run_one(cmd, devices=4):
@@ -103,23 +93,27 @@ def relaunch_and_compare(workdir, data_dir, expected, resumed_from):
   assert_params(params, expected)  # bitwise: the same two processes and devices
 
 
-def test_sigkill_of_one_host_stops_the_other_with_one_line(
-  reference, tfds_dir, tmp_path
-):
-  workdir = str(tmp_path)
-  # Process 1 stalls at step 6 (its watchdog is far off), then its whole
-  # session is killed, like a host that disappears.
+def kill_host(workdir, data_dir, victim):
+  """Kills one host's session while process 1 stalls at step 6 (its watchdog
+  far off); returns (status, seconds, last line, stderr) of the other."""
   processes = two_processes.start_two_processes(
-    command(workdir, tfds_dir, '--step_timeout=3600'), env=STALL_PROCESS_1
+    command(workdir, data_dir, '--step_timeout=3600'), env=STALL_PROCESS_1
   )
   try:
     wait_for_checkpoint(workdir, 4, processes)
     time.sleep(1)
     killed = time.monotonic()
-    two_processes.signal_host(processes[1], signal.SIGKILL)
-    status, seconds, last, err = wait_and_read(processes[0], killed, 180)
+    two_processes.signal_host(processes[victim], signal.SIGKILL)
+    return wait_and_read(processes[1 - victim], killed, 180)
   finally:
     two_processes.kill_all(processes)
+
+
+def test_sigkill_of_one_host_stops_the_other_with_one_line(
+  reference, tfds_dir, tmp_path
+):
+  workdir = str(tmp_path)
+  status, seconds, last, err = kill_host(workdir, tfds_dir, victim=1)
   assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
   assert seconds < HEARTBEAT_S + 45
   assert last.startswith('error: process 1 of 2 stopped responding'), last
@@ -133,17 +127,7 @@ def test_loss_of_the_coordinator_host_is_one_line(tfds_dir, tmp_path):
   """Process 0 hosts JAX's coordination service: its loss aborts the runtime
   of the others at once, which the supervising parent turns into one line."""
   workdir = str(tmp_path)
-  processes = two_processes.start_two_processes(
-    command(workdir, tfds_dir, '--step_timeout=3600'), env=STALL_PROCESS_1
-  )
-  try:
-    wait_for_checkpoint(workdir, 4, processes)
-    time.sleep(1)
-    killed = time.monotonic()
-    two_processes.signal_host(processes[0], signal.SIGKILL)
-    status, seconds, last, err = wait_and_read(processes[1], killed, 180)
-  finally:
-    two_processes.kill_all(processes)
+  status, seconds, last, err = kill_host(workdir, tfds_dir, victim=0)
   assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
   assert seconds < HEARTBEAT_S + 45
   assert last.startswith('error: process 0 of 2 (the coordinator) stopped'), last

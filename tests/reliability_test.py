@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import two_processes
 
 from sharp_unet_jax.training import checkpointing, train
 
@@ -23,17 +24,7 @@ STEPS = 8
 
 
 def main_command(workdir, data_dir, *extra):
-  return [
-    sys.executable,
-    'main.py',
-    '--config=configs/tiny.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
-    f'--config.num_train_steps={STEPS}',
-    '--config.checkpoint_every_steps=2',
-    '--config.eval_every_steps=4',
-    *extra,
-  ]
+  return two_processes.tiny_main_command(workdir, data_dir, STEPS, *extra)
 
 
 def run(command, devices=4, **kwargs):

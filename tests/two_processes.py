@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -12,6 +13,21 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
+
+
+def tiny_main_command(workdir, data_dir, steps, *extra):
+  """`main.py` on configs/tiny.py: checkpoints every 2 steps, evaluation every 4."""
+  return [
+    sys.executable,
+    'main.py',
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    f'--config.num_train_steps={steps}',
+    '--config.checkpoint_every_steps=2',
+    '--config.eval_every_steps=4',
+    *extra,
+  ]
 
 
 def start_two_processes(command, devices=2, env=None):
