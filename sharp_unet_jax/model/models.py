@@ -59,15 +59,14 @@ class ConvParams(nn.Module):
 class ConvPair(nn.Module):
   """The parameters of two 3x3 convolutions, Conv_0 and Conv_1."""
 
-  features: int
+  shapes: tuple
   kernel_init: Initializer = INITIALIZERS['glorot_uniform']
 
   @nn.compact
-  def __call__(self, in_features: int) -> dict:
-    shapes = [(3, 3, in_features, self.features), (3, 3, self.features, self.features)]
+  def __call__(self) -> dict:
     return {
       f'Conv_{i}': ConvParams(shape, self.kernel_init, name=f'Conv_{i}')()
-      for i, shape in enumerate(shapes)
+      for i, shape in enumerate(self.shapes)
     }
 
 
@@ -106,51 +105,115 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
-    check_input_shape(x.shape, self.depth)
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(
-        f'Unknown implementation {self.implementation!r}; use one of '
-        f'{sorted(IMPLEMENTATIONS)}.'
-      )
-    kernel = None
-    if self.sharp_kernel is not None:
-      kernel = sharp_block.make_kernel(self.sharp_kernel)
-    kwargs = {}
-    if self.implementation != 'auto':
-      # Sown as intermediates; a platform_dependent branch cannot sow.
-      kwargs['record'] = lambda name, value: self.sow('intermediates', name, value)
-    return network.platform_forward(
+    return forward(
       self._declare_params(x.shape[-1]),
       x,
-      implementation=self.implementation,
       depth=self.depth,
-      sharp_kernel=kernel,
+      sharp_kernel=self.sharp_kernel,
       dtype=self.dtype,
-      **kwargs,
+      implementation=self.implementation,
+      # Sown as intermediates; a platform_dependent branch cannot sow.
+      record=lambda name, value: self.sow('intermediates', name, value),
     )
 
   def _declare_params(self, channels: int) -> dict:
-    """The parameter tree, in the order the layers run (as the Keras model)."""
-    init = self.kernel_init
+    """The parameter tree of `param_shapes`, declared in its order."""
     params = {}
-    for level in range(self.depth):
-      features = self.num_filters * 2**level
-      params[f'encoder_{level}'] = ConvPair(features, init, name=f'encoder_{level}')(
-        channels
-      )
-      channels = features
-    features = self.num_filters * 2**self.depth
-    params['bottleneck'] = ConvPair(features, init, name='bottleneck')(channels)
-    for level in reversed(range(self.depth)):
-      shape = (2, 2, features, features // 2)
-      features //= 2
-      params[f'upsample_{level}'] = ConvParams(shape, init, name=f'upsample_{level}')()
-      params[f'decoder_{level}'] = ConvPair(features, init, name=f'decoder_{level}')(
-        2 * features
-      )
-    shape = (1, 1, features, self.num_classes)
-    params['head'] = ConvParams(shape, init, name='head')()
+    for name, shape in param_shapes(
+      channels, self.num_filters, self.depth, self.num_classes
+    ).items():
+      if isinstance(shape, dict):
+        layer = ConvPair(tuple(shape.values()), self.kernel_init, name=name)
+      else:
+        layer = ConvParams(shape, self.kernel_init, name=name)
+      params[name] = layer()
     return params
+
+
+def param_shapes(channels: int, num_filters: int, depth: int, num_classes: int) -> dict:
+  """The UNet's convolutions, in the order the layers run (as the Keras model).
+
+  The one plan of the parameter tree: the Linen and the NNX UNet both
+  declare theirs from it. Each convolution has a kernel of the given shape
+  and a bias of its last dimension.
+
+  Args:
+    channels: input channels.
+    num_filters: channels of the first level; level i has num_filters * 2**i.
+    depth: pooling levels.
+    num_classes: output channels.
+
+  Returns:
+    {layer: kernel shape} for one convolution (an up-convolution, the head),
+    {layer: {'Conv_0': kernel shape, 'Conv_1': kernel shape}} for the two
+    3x3 convolutions of a level.
+  """
+
+  def pair(features_in, features):
+    return {
+      'Conv_0': (3, 3, features_in, features),
+      'Conv_1': (3, 3, features, features),
+    }
+
+  shapes = {}
+  for level in range(depth):
+    features = num_filters * 2**level
+    shapes[f'encoder_{level}'] = pair(channels, features)
+    channels = features
+  features = num_filters * 2**depth
+  shapes['bottleneck'] = pair(channels, features)
+  for level in reversed(range(depth)):
+    shapes[f'upsample_{level}'] = (2, 2, features, features // 2)
+    features //= 2
+    shapes[f'decoder_{level}'] = pair(2 * features, features)
+  shapes['head'] = (1, 1, features, num_classes)
+  return shapes
+
+
+def check_call(shape, depth: int, implementation: str) -> None:
+  """Raises ValueError for an input shape or implementation UNet cannot run."""
+  check_input_shape(shape, depth)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+      f'Unknown implementation {implementation!r}; use one of '
+      f'{sorted(IMPLEMENTATIONS)}.'
+    )
+
+
+def forward(
+  params: dict,
+  x: jax.Array,
+  *,
+  depth: int,
+  sharp_kernel: Optional[sharp_block.KernelSpec],
+  dtype: Any,
+  implementation: str,
+  record: Optional[Callable[[str, jax.Array], None]] = None,
+) -> jax.Array:
+  """The UNet's logits for `params` (a `param_shapes` tree of kernels and
+  biases) and images `x`: the forward pass of the Linen and the NNX UNet.
+
+  Args:
+    params: the parameter tree.
+    x: images (N, H, W, C).
+    depth, sharp_kernel, dtype, implementation: as the UNet's attributes.
+    record: called with intermediate values (network.forward), except with
+      implementation='auto'.
+  """
+  check_call(x.shape, depth, implementation)
+  kernel = None if sharp_kernel is None else sharp_block.make_kernel(sharp_kernel)
+  kwargs = {}
+  if implementation != 'auto' and record is not None:
+    kwargs['record'] = record
+  return network.platform_forward(
+    params,
+    x,
+    implementation=implementation,
+    depth=depth,
+    sharp_kernel=kernel,
+    dtype=dtype,
+    **kwargs,
+  )
 
 
 def check_input_shape(shape, depth: int) -> None:
