@@ -16,6 +16,7 @@ Run as a module to print a parameter overview for a config:
 import functools
 from typing import Any, Callable, Optional
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -235,9 +236,17 @@ MODELS = {
 }
 
 
-def compute_dtype(name: str, platform: str) -> str:
+def compute_dtype(name: str, platform: str, device: Any = None) -> str:
   """The compute dtype that `config.dtype` names on `platform` ('cpu', 'gpu'
-  or 'tpu'): 'auto' is 'float32' on CPU and 'bfloat16' elsewhere.
+  or 'tpu'): 'auto' is 'float32' on CPU and on GPUs without native bfloat16
+  (compute capability below 8.0, e.g. T4 and V100: it is logged), else
+  'bfloat16'.
+
+  Args:
+    name: config.dtype.
+    platform: where the model is compiled.
+    device: one of the devices it is compiled for (its `compute_capability`,
+      e.g. '7.5', is read on GPU; None or none given: native bfloat16).
 
   Raises:
     ValueError: for an unknown name.
@@ -246,16 +255,38 @@ def compute_dtype(name: str, platform: str) -> str:
     raise ValueError(f'config.dtype={name!r} is unknown; use one of {list(DTYPES)}.')
   if name != 'auto':
     return name
-  return 'float32' if platform == 'cpu' else 'bfloat16'
+  if platform == 'cpu':
+    return 'float32'
+  capability = (
+    getattr(device, 'compute_capability', None) if platform == 'gpu' else None
+  )
+  if capability and _version(capability) < (8, 0):
+    logging.info(
+      "config.dtype='auto': float32 on %s (compute capability %s has no native "
+      'bfloat16).',
+      getattr(device, 'device_kind', 'this GPU'),
+      capability,
+    )
+    return 'float32'
+  return 'bfloat16'
 
 
-def create_model(config, platform: Optional[str] = None) -> UNet:
+def _version(capability) -> tuple:
+  """'7.5' (JAX's form) or (7, 5) -> (7, 5)."""
+  if isinstance(capability, str):
+    capability = capability.split('.')
+  return tuple(int(part) for part in capability)
+
+
+def create_model(config, platform: Optional[str] = None, device: Any = None) -> UNet:
   """Builds the model named by `config.model` from a training config.
 
   Args:
     config: a training config.
     platform: where the model is compiled ('cpu', 'gpu' or 'tpu'), which
-      resolves config.dtype='auto'; None: JAX's default backend.
+      resolves config.dtype='auto' with `device` (compute_dtype); None: JAX's
+      default backend and its first device.
+    device: a device of `platform`.
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -276,6 +307,8 @@ def create_model(config, platform: Optional[str] = None) -> UNet:
       f'config.implementation={implementation!r} is unknown; use one of '
       f'{sorted(IMPLEMENTATIONS)}.'
     )
+  if platform is None:
+    platform, device = jax.default_backend(), jax.devices()[0]
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel
@@ -283,7 +316,7 @@ def create_model(config, platform: Optional[str] = None) -> UNet:
     num_classes=config.num_classes,
     num_filters=config.num_filters,
     depth=config.depth,
-    dtype=jnp.dtype(compute_dtype(config.dtype, platform or jax.default_backend())),
+    dtype=jnp.dtype(compute_dtype(config.dtype, platform, device)),
     kernel_init=INITIALIZERS[config.kernel_init],
     implementation=implementation,
     **kwargs,
