@@ -8,6 +8,7 @@ from typing import Callable, NoReturn
 
 from absl import app, flags, logging
 
+from sharp_unet_jax.compilation import platforms
 from sharp_unet_jax.errors import UserError
 
 
@@ -101,11 +102,16 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   The programs take flags only: a positional argument (often a flag's value
   cut off by the shell, or a flag without its `--`) is refused, as a
-  UserError, before `main` runs.
+  UserError, before `main` runs. On a machine without a GPU or TPU, JAX is
+  asked for the CPU only, which keeps the TPU and CUDA wheels from printing
+  their start-up errors (compilation/platforms.py).
   """
+  cpu_only = platforms.cpu_without_accelerators()
 
   def guarded(argv):
     logging.get_absl_handler().addFilter(QuietLibraries())
+    if cpu_only:
+      logging.info('No GPU or TPU device found: JAX_PLATFORMS=cpu (set it to choose).')
     _supervise_multiprocess_run()
     try:
       if len(argv) > 1:

@@ -158,7 +158,7 @@ def summarize(lowered, compiled, target, config, images: int) -> dict:
   )
   report['collectives'] = hlo_stats.collectives(text)
   report['grouped_convolutions'] = hlo_stats.grouped_convolutions(text)
-  dtype = models.compute_dtype(config.dtype, target.platform)
+  dtype = models.compute_dtype(config.dtype, target.platform, target.devices[0])
   report.update(roofline(report, target.chip, dtype, images))
   return report
 

@@ -103,7 +103,7 @@ class Trainer:
     self.platform = meshes.platform(self.mesh)
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
-    self.model = models.create_model(config, self.platform)
+    self.model = models.create_model(config, self.platform, self.mesh.devices.flat[0])
     self.compiler_options = xla_options.compute_options(self.platform)
     self._jit_steps(config)
 
