@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from sharp_unet_jax import aot, timing
 from sharp_unet_jax.compilation import hlo_stats, targets, xla_options
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import aot_steps, train
@@ -190,3 +191,45 @@ def test_auto_dtype_computes_in_bfloat16_for_tpu_and_gpu_only():
   for name, dtype in (('tpu:v5e:2x2', 'bfloat16'), ('gpu:h100:4', 'bfloat16')):
     assert train.Trainer(config, targets.parse(name).mesh()).model.dtype == dtype
   assert train.Trainer(config).model.dtype == 'float32'  # this CPU host
+
+
+def test_peer_keras_reports_time_ours_over_peer_and_its_grouped_convolutions():
+  done = run_aot('--target=gpu:h100:4', '--peer=keras', '--steps=train,predict')
+  assert done.returncode == 0, done.stderr[-2000:]
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  assert summary['ratio'] == timing.TIME_RATIO == 'time ours/peer, lower is better'
+  assert summary['peer']['name'] == 'keras'
+  depth = tiny.get_config().depth
+  theirs = summary['peer']['steps']
+  # The paper's model keeps the Sharp block's depthwise convolution.
+  assert theirs['train']['grouped_convolutions'] == 2 * depth
+  assert theirs['predict']['grouped_convolutions'] == depth
+  for name in ('train', 'predict'):
+    ours = summary['steps'][name]
+    for report in (ours, theirs[name]):
+      assert report['kernels'] > report['convolution_kernels'] > 0
+      assert report['flops'] > 0 and report['bytes_accessed'] > 0
+      assert report['estimate_errs']['est_step_ms'].startswith('low')
+    # Our time over theirs, not the other way round.
+    expected = ours['est_step_ms'] / theirs[name]['est_step_ms']
+    assert ours['time_ours_over_peer'] == pytest.approx(expected)
+    assert f'{name}: estimated {timing.TIME_RATIO} (Keras): ' in done.stdout
+
+
+def test_the_peer_process_ends_when_our_compile_fails(monkeypatch):
+  started = []
+
+  def start_peer(name, argv):
+    command = [sys.executable, '-c', 'import time; time.sleep(300)']
+    started.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+    return started[-1]
+
+  def compile_all(*args, **kwargs):
+    raise UserError('config.batch_size=6 must be a positive multiple of 4.')
+
+  monkeypatch.setattr(aot, 'start_peer', start_peer)
+  monkeypatch.setattr(aot_steps, 'compile_all', compile_all)
+  with pytest.raises(UserError, match='batch_size'):
+    aot.run(tiny.get_config(), 'configs/tiny.py', 'cpu:2', ['train'], 'keras', [])
+  (peer,) = started
+  assert peer.poll() is not None  # ended, not left running
