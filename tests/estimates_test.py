@@ -12,15 +12,22 @@ CHIP = chips.Chip('fake', 'Fake', {'float32': 1e12, 'bfloat16': 4e12}, 2**30, 1e
 
 # An optimised GPU program: a kernel transposing the filter, a forward
 # convolution (2x8x8x4 output, 3x3x3 filter per output feature), its filter
-# and input gradients, a cuBLAS product and an async all-reduce.
+# and input gradients, a cuBLAS product, an async all-reduce and a kernel
+# slicing 4 values out of the all-reduced buffer.
 HLO = """
 %fused_transpose (p: f32[3,3,3,4]) -> f32[4,3,3,3] {
   %p = f32[3,3,3,4]{3,2,1,0} parameter(0)
   ROOT %t = f32[4,3,3,3]{3,2,1,0} transpose(%p), dimensions={3,0,1,2}
 }
 
+%fused_slice (q: f32[2,8,8,4]) -> f32[4] {
+  %q = f32[2,8,8,4]{3,2,1,0} parameter(0)
+  %s = f32[1,1,1,4]{3,2,1,0} slice(%q), slice={[0:1], [0:1], [0:1], [0:4]}
+  ROOT %r = f32[4]{0} bitcast(%s)
+}
+
 ENTRY %main (x: f32[2,8,8,3], k: f32[3,3,3,4], dy: f32[2,8,8,4], a: f32[16,32], \
-b: f32[32,8]) -> f32[2,8,8,4] {
+b: f32[32,8]) -> f32[4] {
   %x = f32[2,8,8,3]{3,2,1,0} parameter(0)
   %k = f32[3,3,3,4]{3,2,1,0} parameter(1)
   %dy = f32[2,8,8,4]{3,2,1,0} parameter(2)
@@ -43,7 +50,8 @@ custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":\
 "rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],\
 "rhs_batch_dimensions":[]}}}
   %ar = f32[2,8,8,4]{3,2,1,0} all-reduce-start(%y), replica_groups={}
-  ROOT %done = f32[2,8,8,4]{3,2,1,0} all-reduce-done(%ar)
+  %done = f32[2,8,8,4]{3,2,1,0} all-reduce-done(%ar)
+  ROOT %sl = f32[4]{0} fusion(%done), kind=kLoop, calls=%fused_slice
 }
 """.replace('\\\n', '')
 
@@ -65,7 +73,7 @@ def test_roofline_is_the_slower_of_compute_and_memory():
 def test_gpu_kernels_count_bytes_and_convolution_flops():
   found = {k['name']: k for k in gpu_kernels.kernels(HLO)}
   # Parameters, get-tuple-element and the -done half launch nothing.
-  assert list(found) == ['kt', 'fwd', 'dk', 'dx', 'ab', 'ar']
+  assert list(found) == ['kt', 'fwd', 'dk', 'dx', 'ab', 'ar', 'sl']
   assert found['fwd']['kind'] == '__cudnn$convForward'
   macs = 2 * 8 * 8 * 4 * (3 * 3 * 3)  # output elements x filter taps x inputs
   for name in ('fwd', 'dk', 'dx'):
@@ -78,8 +86,9 @@ def test_gpu_kernels_count_bytes_and_convolution_flops():
   assert found['fwd']['bytes'] == x + k + y
   assert found['dk']['bytes'] == x + y + k
   assert found['ar']['bytes'] == 2 * y  # reads and writes the buffer
+  assert found['sl']['bytes'] == 2 * 4 * 4  # reads only the 4 values it cuts
   est = gpu_kernels.estimate(HLO, peak_flops=1e9, bandwidth=1e9)
-  assert est['kernels'] == 6 and est['convolution_kernels'] == 3
+  assert est['kernels'] == 7 and est['convolution_kernels'] == 3
   assert est['flops'] == 6 * macs + 2 * 16 * 8 * 32
   # Per kernel, the slower of compute and memory, summed.
   expected = sum(max(k['flops'] / 1e9, k['bytes'] / 1e9) for k in found.values())

@@ -7,7 +7,9 @@ parameters, tuples, get-tuple-element, bitcasts and the `-done` half of an
 async pair launch nothing. For each kernel this module takes
 
 - bytes: its operands and results at their sizes (a custom call's scratch
-  workspace, its `u8[...]` result, left out);
+  workspace, its `u8[...]` result, left out), except that a fusion made of
+  slices only reads what it writes (e.g. each parameter's gradient cut out
+  of the one all-reduced buffer);
 - FLOPs: 2 x the multiply-adds of a cuDNN convolution, read from its
   operand and result shapes and `dim_labels` (forward, input gradient and
   filter gradient alike: 2 x |forward output| x |filter| / output features),
@@ -35,6 +37,9 @@ ERRORS = {
 _LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _BACKEND = re.compile(r'backend_config=(\{.*\})\s*$')
+_CALLS = re.compile(r'calls=%([\w.\-]+)')
+# A fusion of only these reads no more than it writes.
+_SLICING = frozenset({'parameter', 'slice', 'bitcast', 'tuple'})
 
 
 def _dims(shape: str) -> list[list[int]]:
@@ -87,11 +92,19 @@ def gemm_flops(operands: list[str], line: str) -> float:
   return 2.0 * batch * lhs_free * rhs_free * contracted
 
 
+def _reads_what_it_writes(line: str, bodies: dict) -> bool:
+  """Whether a fusion only slices its operands."""
+  called = _CALLS.search(line)
+  ops = hbm_traffic.opcodes(bodies.get(called[1], [])) if called else set()
+  return 'slice' in ops and ops <= _SLICING
+
+
 def kernels(hlo_text: str) -> list[dict]:
   """[{'name', 'kind', 'bytes', 'flops'}] of each kernel the program launches.
 
   kind is the custom call's target, or the opcode of other kernels.
   """
+  bodies = hbm_traffic.computations(hlo_text)
   found = []
   for instruction in hbm_traffic.top_level(hlo_text):
     op, line = instruction.op, instruction.line
@@ -105,14 +118,12 @@ def kernels(hlo_text: str) -> list[dict]:
         flops = convolution_flops(kind, instruction.operands, instruction.shape, line)
       elif 'gemm' in kind or 'matmul' in kind:
         flops = gemm_flops(instruction.operands, line)
-    operands = sum(_bytes(shape) for shape in instruction.operands)
+    written = _bytes(instruction.shape)
+    read = sum(_bytes(shape) for shape in instruction.operands)
+    if op == 'fusion' and _reads_what_it_writes(line, bodies):
+      read = written
     found.append(
-      {
-        'name': instruction.name,
-        'kind': kind,
-        'bytes': operands + _bytes(instruction.shape),
-        'flops': flops,
-      }
+      {'name': instruction.name, 'kind': kind, 'bytes': read + written, 'flops': flops}
     )
   return found
 

@@ -85,7 +85,8 @@ def _call_arguments(line: str, start: int) -> str:
   return line[start + 1 :]
 
 
-def _computations(hlo_text: str) -> dict[str, list[str]]:
+def computations(hlo_text: str) -> dict[str, list[str]]:
+  """{name: its instruction lines} of every computation of the program."""
   bodies, name = {}, None
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
@@ -120,7 +121,7 @@ class Instruction(NamedTuple):
 def top_level(hlo_text: str) -> list[Instruction]:
   """The instructions of the program's top-level computations (the entry
   and anything it calls other than fusion bodies and reducers), in order."""
-  bodies = _computations(hlo_text)
+  bodies = computations(hlo_text)
   nested = set(_NESTED.findall(hlo_text))
   shapes, calls = {}, []
   for name, lines in bodies.items():
@@ -144,6 +145,11 @@ def top_level(hlo_text: str) -> list[Instruction]:
     )
     for found, line in calls
   ]
+
+
+def opcodes(lines: list[str]) -> set[str]:
+  """The opcodes of a computation's instruction lines."""
+  return {found['op'] for found in map(_DEFINITION.match, lines) if found}
 
 
 def moves_nothing(op: str) -> bool:
