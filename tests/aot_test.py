@@ -107,11 +107,22 @@ def test_sharp_unet_keeps_its_grouped_convolutions_and_unet_has_none(
   assert 'reduce-window(' in text or 'select-and-scatter(' in text
 
 
-def run_aot(*flags) -> subprocess.CompletedProcess:
+def test_gpu_programs_run_each_upconvolution_as_a_cudnn_data_gradient(
+  compiled, target
+):
+  if target.platform != 'gpu':
+    pytest.skip('cuDNN custom calls are GPU programs only.')
+  # 'auto' takes network.AUTO_GPU_FORM: no convolution over a dilated copy.
+  text = compiled['predict'][1].as_text()
+  depth = tiny.get_config().depth
+  assert text.count('custom_call_target="__cudnn$convBackwardInput"') == depth
+
+
+def run_aot(*flags, timeout: int = 180) -> subprocess.CompletedProcess:
   """`python -m sharp_unet_jax.aot --config=configs/tiny.py FLAGS...`."""
   command = [sys.executable, '-m', 'sharp_unet_jax.aot', '--config=configs/tiny.py']
   return subprocess.run(
-    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=180
+    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=timeout
   )
 
 
@@ -194,7 +205,8 @@ def test_auto_dtype_computes_in_bfloat16_for_tpu_and_gpu_only():
 
 
 def test_peer_keras_reports_time_ours_over_peer_and_its_grouped_convolutions():
-  done = run_aot('--target=gpu:h100:4', '--peer=keras', '--steps=train,predict')
+  flags = ('--target=gpu:h100:4', '--peer=keras', '--steps=train,predict')
+  done = run_aot(*flags, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   summary = json.loads(done.stdout.strip().splitlines()[-1])
   assert summary['ratio'] == timing.TIME_RATIO == 'time ours/peer, lower is better'
