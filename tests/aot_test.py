@@ -107,9 +107,7 @@ def test_sharp_unet_keeps_its_grouped_convolutions_and_unet_has_none(
   assert 'reduce-window(' in text or 'select-and-scatter(' in text
 
 
-def test_gpu_programs_run_each_upconvolution_as_a_cudnn_data_gradient(
-  compiled, target
-):
+def test_gpu_programs_run_each_upconvolution_as_a_cudnn_data_gradient(compiled, target):
   if target.platform != 'gpu':
     pytest.skip('cuDNN custom calls are GPU programs only.')
   # 'auto' takes network.AUTO_GPU_FORM: no convolution over a dilated copy.
