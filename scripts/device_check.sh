@@ -7,7 +7,8 @@
 # field is). Flags go to the program, e.g.:
 #
 #   scripts/device_check.sh                                  # isic, 420 s budget
-#   scripts/device_check.sh --config=configs/tiny.py --budget_s=60   # CI, CPU
+#   scripts/device_check.sh --config=configs/tiny.py --dtypes=float32 \
+#       --steps=1 --rounds=1 --budget_s=600              # what CI runs, on CPU
 #   PYTHON=.venv/bin/python scripts/device_check.sh
 set -euo pipefail
 
