@@ -53,10 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   # compiled for TPU or GPU, float32 on CPU); parameters stay float32.
   config.dtype = 'float32'
   # How the network is computed (same results): 'auto' (fast CPU forms in
-  # programs compiled for CPU, 'tpu_packed' for TPU, the design's ops for
-  # GPU), 'reference' (the design's grouped convolution, nn.max_pool and
-  # transposed conv everywhere), 'cpu_fast' or 'tpu_packed' (the levels under
-  # 128 channels with several images in the lanes; docs/performance.md).
+  # programs compiled for CPU, 'tpu_packed' for TPU, 'gpu_cudnn' for GPU),
+  # 'reference' (the design's grouped convolution, nn.max_pool and
+  # transposed conv everywhere), 'cpu_fast', 'tpu_packed' (the levels under
+  # 128 channels with several images in the lanes) or 'gpu_cudnn' (the
+  # up-convolution as cuDNN's data-gradient convolution); docs/performance.md.
   config.implementation = 'auto'
 
   # --- Optimiser and loss -----------------------------------------------------

@@ -90,9 +90,11 @@ class UNet(nn.Module):
       nn.max_pool and transposed convolution), 'cpu_fast' (fused shifted
       sums, strided slices and one dot: faster on CPU, see fast_layers.py),
       'tpu_packed' (the levels narrower than 128 channels carry several
-      images side by side in the lanes, see packed.py) or 'auto' (cpu_fast in
-      programs compiled for CPU, network.AUTO_TPU_FORM for TPU, reference
-      for GPU, decided per target platform when the program is lowered).
+      images side by side in the lanes, see packed.py), 'gpu_cudnn' (the
+      up-convolution as cuDNN's data-gradient convolution, network.py) or
+      'auto' (cpu_fast in programs compiled for CPU, network.AUTO_TPU_FORM
+      for TPU, network.AUTO_GPU_FORM for CUDA GPUs, decided per target
+      platform when the program is lowered).
   """
 
   num_classes: int = 1
