@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import kv_store
 
 BEST = 'checkpoints_best'
 DAMAGED_SUFFIX = '.damaged'
@@ -261,9 +262,7 @@ class SaveClock:
     local = self.clock() - self._last >= self.every_seconds
     if jax.process_count() == 1:
       return local
-    from sharp_unet_jax.training import liveness  # noqa: PLC0415
-
-    client, key = liveness.client(), f'{self._KEY}{step}'
+    client, key = kv_store.client(), f'{self._KEY}{step}'
     if jax.process_index() == 0:
       client.key_value_set(key, str(int(local)))
       return local

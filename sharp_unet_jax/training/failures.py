@@ -25,9 +25,14 @@ import threading
 import time
 from typing import Optional
 
+from sharp_unet_jax.training import kv_store
+
 EXIT_HOST_FAILURE = 75
 ANNOUNCE_GRACE_S = 3.0
 _FAILED_KEY = 'sharp_unet_jax/failed/'
+# How a supervised child (training.supervisor) knows it, and reports to its parent.
+CHILD_ENV = 'SHARP_UNET_JAX_SUPERVISED'
+PIPE_ENV = 'SHARP_UNET_JAX_PROGRESS_FD'
 
 
 @dataclasses.dataclass
@@ -92,26 +97,37 @@ def relaunch() -> str:
 
 def set_checkpoint_dir(directory: str) -> None:
   """Records where the run's checkpoints go (and tells a supervising parent)."""
-  from sharp_unet_jax.training import supervisor  # noqa: PLC0415
-
   context.checkpoint_dir = directory
-  supervisor.report('checkpoints', directory)
+  tell_parent('checkpoints', directory)
 
 
 def set_step(step: int) -> None:
   """Records the train step reached (and tells a supervising parent)."""
-  from sharp_unet_jax.training import supervisor  # noqa: PLC0415
-
   context.step = step
-  supervisor.report('step', step)
+  tell_parent('step', step)
+
+
+def is_supervised_child() -> bool:
+  """Whether this process runs under `supervisor.run_child`."""
+  return os.environ.get(CHILD_ENV) == '1'
+
+
+def tell_parent(key: str, value) -> None:
+  """In a supervised child, sends `key value` to the parent (best effort)."""
+  fd = os.environ.get(PIPE_ENV)
+  if not fd or not is_supervised_child():
+    return
+  try:
+    os.set_blocking(int(fd), False)  # a stopped parent must not block training
+    os.write(int(fd), f'{key} {value}\n'.encode())
+  except OSError:
+    pass
 
 
 def publish_failure(line: str) -> None:
   """Tells the other processes why this one stops (best effort, 2 s at most)."""
-  from sharp_unet_jax.training import liveness  # noqa: PLC0415  (avoids a cycle)
-
   key = f'{_FAILED_KEY}{context.process_index}'
-  liveness.try_with_timeout(lambda client: client.key_value_set(key, line), 2.0)
+  kv_store.try_with_timeout(lambda client: client.key_value_set(key, line), 2.0)
 
 
 def peer_failures(client) -> dict[int, str]:

@@ -17,11 +17,11 @@ runtime's own key-value store, reacts first:
 
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from absl import logging
 
-from sharp_unet_jax.training import failures
+from sharp_unet_jax.training import failures, kv_store
 
 _HEARTBEAT_KEY = 'sharp_unet_jax/heartbeat/'
 # Extra seconds JAX's own runtime waits past --heartbeat_timeout before it
@@ -36,33 +36,6 @@ def runtime_heartbeat_timeout(timeout: float) -> int:
   twice ours plus a margin leaves the first word to this monitor.
   """
   return int(2 * timeout + _RUNTIME_MARGIN_S)
-
-
-def client():
-  """The distributed runtime's client (None when JAX runs as one process)."""
-  from jax._src import distributed  # noqa: PLC0415  (no public accessor)
-
-  return distributed.global_state.client
-
-
-def try_with_timeout(call: Callable, timeout: float):
-  """`call(client())` in a helper thread; its result, or None after `timeout`.
-
-  The runtime's calls have no deadline of their own: one to a stopped
-  coordinator would block for good.
-  """
-  result = []
-
-  def target():
-    try:
-      result.append(call(client()))
-    except Exception:  # noqa: BLE001  (an unreachable peer: no answer)
-      pass
-
-  thread = threading.Thread(target=target, daemon=True, name='kv-call')
-  thread.start()
-  thread.join(timeout)
-  return result[0] if result else None
 
 
 class PeerMonitor:
@@ -99,7 +72,7 @@ class PeerMonitor:
     """Writes our heartbeat, reads the peers' and their announced failures."""
     own_key = f'{_HEARTBEAT_KEY}{self._index}'
     counter = 0
-    kv = client()
+    kv = kv_store.client()
     while not self._stop.is_set():
       counter += 1
       context = failures.context
@@ -168,12 +141,10 @@ def start(timeout: float) -> None:
   global _monitor
   import jax  # noqa: PLC0415
 
-  from sharp_unet_jax.training import supervisor  # noqa: PLC0415
-
   failures.context.process_index = jax.process_index()
   failures.context.process_count = jax.process_count()
-  supervisor.report('process', jax.process_index())
-  supervisor.report('count', jax.process_count())
+  failures.tell_parent('process', jax.process_index())
+  failures.tell_parent('count', jax.process_count())
   if jax.process_count() > 1 and _monitor is None:
     _monitor = PeerMonitor(timeout).start()
 

@@ -27,14 +27,14 @@ from typing import Optional
 
 from sharp_unet_jax.training import failures
 
-CHILD_ENV = 'SHARP_UNET_JAX_SUPERVISED'
+CHILD_ENV = failures.CHILD_ENV
 LOG_ENV = 'SHARP_UNET_JAX_RUNTIME_LOG'
-PIPE_ENV = 'SHARP_UNET_JAX_PROGRESS_FD'
+PIPE_ENV = failures.PIPE_ENV
 _PASSED_THROUGH = (0, 1, 2, failures.EXIT_HOST_FAILURE)
 
 
 def is_child() -> bool:
-  return os.environ.get(CHILD_ENV) == '1'
+  return failures.is_supervised_child()
 
 
 def log_path(workdir: Optional[str], process_id: Optional[int]) -> str:
@@ -132,18 +132,6 @@ def _runtime_reason(log: str, status: int) -> str:
     return f'{failures.process_name(0)} (the coordinator) stopped responding'
   how = f'signal {signal.Signals(-status).name}' if status < 0 else f'status {status}'
   return f'{me} was ended by {how}'
-
-
-def report(key: str, value) -> None:
-  """In a supervised child, tells the parent `key value` (best effort)."""
-  fd = os.environ.get(PIPE_ENV)
-  if not fd or not is_child():
-    return
-  try:
-    os.set_blocking(int(fd), False)  # a stopped parent must not block training
-    os.write(int(fd), f'{key} {value}\n'.encode())
-  except OSError:
-    pass
 
 
 def redirect_runtime_stderr() -> None:
