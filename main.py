@@ -6,6 +6,10 @@
 Launching again with the same --workdir resumes from its latest checkpoint.
 Several hosts: pass --distributed (TPU pods, SLURM: JAX finds its peers) or
 --coordinator_address, --num_processes and --process_id on every host.
+
+Exit status: 0 done (or preempted by SIGTERM after saving), 2 bad input, 75 a
+host failed, stopped responding (--heartbeat_timeout) or hung (--step_timeout):
+relaunch the same command on every host to resume.
 """
 
 import os
@@ -16,8 +20,8 @@ from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sharp_unet_jax import cli  # noqa: E402
-from sharp_unet_jax.training import distributed, train  # noqa: E402
+from sharp_unet_jax import cli, workdirs  # noqa: E402
+from sharp_unet_jax.training import distributed, train, watchdog  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, summaries and results.')
@@ -32,6 +36,14 @@ flags.DEFINE_string(
   ),
   "JAX's persistent compilation cache: a second launch skips compilation. "
   'Empty to disable.',
+)
+flags.DEFINE_string(
+  'step_timeout',
+  'auto',
+  'Seconds a train step, evaluation or checkpoint write may stall before the '
+  "process writes its threads' stacks to WORKDIR/hang-<process>.txt and stops "
+  "with status 75; 'auto': the larger of 300 s and 10x the median step, "
+  "timed from the third step on; 'off': no watchdog.",
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -49,7 +61,11 @@ def main(argv):
     jax.process_count(),
     jax.local_devices(),
   )
+  timeout = watchdog.parse_timeout(FLAGS.step_timeout)
+  if timeout != watchdog.OFF:
+    watchdog.start(workdirs.prepare(FLAGS.workdir), timeout)
   results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  watchdog.stop()
   if jax.process_index() != 0:
     return
   workdir = os.path.abspath(FLAGS.workdir)

@@ -53,10 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   # compiled for TPU or GPU, float32 on CPU); parameters stay float32.
   config.dtype = 'float32'
   # How the network is computed (same results): 'auto' (fast CPU forms in
-  # programs compiled for CPU, 'tpu_packed' for TPU, the design's ops for
-  # GPU), 'reference' (the design's grouped convolution, nn.max_pool and
-  # transposed conv everywhere), 'cpu_fast' or 'tpu_packed' (the levels under
-  # 128 channels with several images in the lanes; docs/performance.md).
+  # programs compiled for CPU, 'tpu_packed' for TPU, 'gpu_cudnn' for GPU),
+  # 'reference' (the design's grouped convolution, nn.max_pool and
+  # transposed conv everywhere), 'cpu_fast', 'tpu_packed' (the levels under
+  # 128 channels with several images in the lanes) or 'gpu_cudnn' (the
+  # up-convolution as cuDNN's data-gradient convolution); docs/performance.md.
   config.implementation = 'auto'
 
   # --- Optimiser and loss -----------------------------------------------------
@@ -156,6 +157,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   # Save a checkpoint every this many steps (and at the end).
   config.checkpoint_every_steps = 200
+  # Also save once this many seconds have passed since the last save, so that
+  # a hard failure (a host lost without SIGTERM) loses at most this much work
+  # whatever the step time; 0 turns it off. Process 0's clock decides for all.
+  config.checkpoint_every_seconds = 600.0
   # Keep this many most recent checkpoints.
   config.max_checkpoints_to_keep = 3
   # Number of validation images shown as overlays in TensorBoard.

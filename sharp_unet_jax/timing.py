@@ -7,10 +7,21 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+
+# The one convention of every ours-vs-peer ratio this project prints, stores
+# or tabulates (peer_benchmark, aot --peer, device_check, docs).
+TIME_RATIO = 'time ours/peer, lower is better'
+
+
+def time_ratio(ours, peer) -> Optional[float]:
+  """Ours' time over the peer's (TIME_RATIO); None if either is missing."""
+  if not ours or not peer:
+    return None
+  return ours / peer
 
 
 def current_rss_mb() -> float:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from sharp_unet_jax import aot, timing
 from sharp_unet_jax.compilation import hlo_stats, targets, xla_options
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import aot_steps, train
@@ -107,11 +108,20 @@ def test_sharp_unet_keeps_its_grouped_convolutions_and_unet_has_none(
   assert 'reduce-window(' in text or 'select-and-scatter(' in text
 
 
-def run_aot(*flags) -> subprocess.CompletedProcess:
+def test_gpu_programs_run_each_upconvolution_as_a_cudnn_data_gradient(compiled, target):
+  if target.platform != 'gpu':
+    pytest.skip('cuDNN custom calls are GPU programs only.')
+  # 'auto' takes network.AUTO_GPU_FORM: no convolution over a dilated copy.
+  text = compiled['predict'][1].as_text()
+  depth = tiny.get_config().depth
+  assert text.count('custom_call_target="__cudnn$convBackwardInput"') == depth
+
+
+def run_aot(*flags, timeout: int = 180) -> subprocess.CompletedProcess:
   """`python -m sharp_unet_jax.aot --config=configs/tiny.py FLAGS...`."""
   command = [sys.executable, '-m', 'sharp_unet_jax.aot', '--config=configs/tiny.py']
   return subprocess.run(
-    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=180
+    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=timeout
   )
 
 
@@ -191,6 +201,49 @@ def test_auto_dtype_computes_in_bfloat16_for_tpu_and_gpu_only():
   for name, dtype in (('tpu:v5e:2x2', 'bfloat16'), ('gpu:h100:4', 'bfloat16')):
     assert train.Trainer(config, targets.parse(name).mesh()).model.dtype == dtype
   assert train.Trainer(config).model.dtype == 'float32'  # this CPU host
+
+
+def test_peer_keras_reports_time_ours_over_peer_and_its_grouped_convolutions():
+  flags = ('--target=gpu:h100:4', '--peer=keras', '--steps=train,predict')
+  done = run_aot(*flags, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  assert summary['ratio'] == timing.TIME_RATIO == 'time ours/peer, lower is better'
+  assert summary['peer']['name'] == 'keras'
+  depth = tiny.get_config().depth
+  theirs = summary['peer']['steps']
+  # The paper's model keeps the Sharp block's depthwise convolution.
+  assert theirs['train']['grouped_convolutions'] == 2 * depth
+  assert theirs['predict']['grouped_convolutions'] == depth
+  for name in ('train', 'predict'):
+    ours = summary['steps'][name]
+    for report in (ours, theirs[name]):
+      assert report['kernels'] > report['convolution_kernels'] > 0
+      assert report['flops'] > 0 and report['bytes_accessed'] > 0
+      assert report['estimate_errs']['est_step_ms'].startswith('low')
+    # Our time over theirs, not the other way round.
+    expected = ours['est_step_ms'] / theirs[name]['est_step_ms']
+    assert ours['time_ours_over_peer'] == pytest.approx(expected)
+    assert f'{name}: estimated {timing.TIME_RATIO} (Keras): ' in done.stdout
+
+
+def test_the_peer_process_ends_when_our_compile_fails(monkeypatch):
+  started = []
+
+  def start_peer(name, argv):
+    command = [sys.executable, '-c', 'import time; time.sleep(300)']
+    started.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+    return started[-1]
+
+  def compile_all(*args, **kwargs):
+    raise UserError('config.batch_size=6 must be a positive multiple of 4.')
+
+  monkeypatch.setattr(aot, 'start_peer', start_peer)
+  monkeypatch.setattr(aot_steps, 'compile_all', compile_all)
+  with pytest.raises(UserError, match='batch_size'):
+    aot.run(tiny.get_config(), 'configs/tiny.py', 'cpu:2', ['train'], 'keras', [])
+  (peer,) = started
+  assert peer.poll() is not None  # ended, not left running
 
 
 def test_bfloat16_tpu_programs_sum_the_gradients_in_float32():

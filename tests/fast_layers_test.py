@@ -30,7 +30,9 @@ def test_max_pool_values_and_gradients_equal_nn_max_pool_with_ties():
     np.testing.assert_array_equal(grad(x), ref_grad(x))
 
 
-@pytest.mark.parametrize('implementation', ['conv', 'dot', 'auto'])
+@pytest.mark.parametrize(
+  'implementation', ['conv', 'dot', 'conv_transposed_kernel', 'auto']
+)
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_upconv_equals_conv_transpose(dtype, implementation):
   x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
@@ -81,12 +83,13 @@ def relative_error(a, b) -> float:
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def test_sharp_unet_reference_and_cpu_fast_agree():
+@pytest.mark.parametrize('form', ['cpu_fast', 'gpu_cudnn'])
+def test_sharp_unet_forms_agree_with_the_reference(form):
   x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
   y = jax.random.bernoulli(jax.random.key(4), 0.3, (2, 16, 16, 1))
   fast, ref = (
     models.UNet(num_filters=4, depth=2, sharp_kernel='laplacian', implementation=name)
-    for name in ('cpu_fast', 'reference')
+    for name in (form, 'reference')
   )
   params = ref.init(jax.random.key(0), x)['params']
   # Same parameter tree and initial values whatever the implementation.

@@ -1,8 +1,10 @@
 """Tests of U-Net / Sharp U-Net: topology, parameter counts, shapes, CLI."""
 
+import logging
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +130,26 @@ def test_auto_dtype_is_bfloat16_on_tpu_and_gpu_and_float32_on_cpu():
   ]
   assert models.compute_dtype('float32', 'tpu') == 'float32'
   assert models.compute_dtype('bfloat16', 'cpu') == 'bfloat16'
+
+
+def gpu(kind, capability):
+  """A device description as JAX gives a CUDA device's."""
+  return types.SimpleNamespace(
+    platform='gpu', device_kind=kind, compute_capability=capability
+  )
+
+
+def test_auto_dtype_is_float32_on_gpus_without_native_bfloat16(caplog):
+  caplog.set_level(logging.INFO)
+  t4, v100, a100 = gpu('Tesla T4', '7.5'), gpu('Tesla V100', '7.0'), gpu('A100', '8.0')
+  assert models.compute_dtype('auto', 'gpu', t4) == 'float32'
+  assert 'float32 on Tesla T4 (compute capability 7.5' in caplog.text
+  assert models.compute_dtype('auto', 'gpu', v100) == 'float32'
+  assert models.compute_dtype('auto', 'gpu', a100) == 'bfloat16'
+  assert models.compute_dtype('auto', 'gpu', gpu('H100', (9, 0))) == 'bfloat16'
+  # An explicit dtype is kept; a TPU has no compute capability.
+  assert models.compute_dtype('bfloat16', 'gpu', t4) == 'bfloat16'
+  assert models.compute_dtype('auto', 'tpu', t4) == 'bfloat16'
 
 
 def test_summary_cli_prints_trainable_params_last():

@@ -15,7 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # that an installed full TensorFlow (Colab) satisfies.
 LOCK_ALIASES = {'tensorflow-cpu': 'tensorflow'}
 # Modules the model classes need: the base install must cover them.
-MODEL_MODULES = ('models', 'sharp_block', 'fast_layers')
+MODEL_MODULES = (
+  'models',
+  'sharp_block',
+  'fast_layers',
+  'network',
+  'packed',
+  'nnx_unet',
+)
 
 
 def normalise(name):
@@ -121,7 +128,7 @@ def test_import_is_cheap_and_exports_the_model():
 
 
 # The top-level modules that are library, not programs (docs/architecture.md).
-LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'timing'}
+LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'timing', 'nnx'}
 
 
 def package_imports() -> dict[str, set[str]]:
@@ -178,3 +185,12 @@ def test_library_never_imports_a_program_and_nothing_imports_in_a_circle():
 
   for name in sorted(graph):
     visit(name)
+
+
+def test_the_model_and_its_nnx_form_import_only_the_model():
+  graph = package_imports()
+  model = {name for name in graph if name.startswith('sharp_unet_jax.model')}
+  assert 'sharp_unet_jax.model.nnx_unet' in model
+  for name in sorted(model | {'sharp_unet_jax.nnx'}):
+    outside = {m for m in graph[name] if not m.startswith('sharp_unet_jax.model')}
+    assert outside == set(), f'{name} imports {sorted(outside)}'

@@ -1,8 +1,10 @@
 """Launches a command as two JAX processes on this host (gloo over localhost)."""
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -13,15 +15,34 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_two_processes(command, devices=2, timeout=300):
-  """Runs `command` + the distributed flags as processes 0 and 1.
+def tiny_main_command(workdir, data_dir, steps, *extra):
+  """`main.py` on configs/tiny.py: checkpoints every 2 steps, evaluation every 4."""
+  return [
+    sys.executable,
+    'main.py',
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    f'--config.num_train_steps={steps}',
+    '--config.checkpoint_every_steps=2',
+    '--config.eval_every_steps=4',
+    *extra,
+  ]
 
-  Returns:
-    [(stdout, stderr)] of each process, after asserting both exited with 0.
+
+def start_two_processes(command, devices=2, env=None):
+  """Starts `command` + the distributed flags as processes 0 and 1.
+
+  Each process leads a session of its own, like a host: `signal_host` reaches
+  it and the training child it supervises.
   """
   port = free_port()
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  processes = [
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    **(env or {}),
+  )
+  return [
     subprocess.Popen(
       [
         *command,
@@ -34,10 +55,35 @@ def run_two_processes(command, devices=2, timeout=300):
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
+      start_new_session=True,
     )
     for i in range(2)
   ]
+
+
+def signal_host(process: subprocess.Popen, signum: int) -> None:
+  """Sends `signum` to every process of `process`'s session (a whole 'host')."""
+  os.killpg(os.getpgid(process.pid), signum)
+
+
+def run_two_processes(command, devices=2, timeout=300):
+  """Runs `command` + the distributed flags as processes 0 and 1.
+
+  Returns:
+    [(stdout, stderr)] of each process, after asserting both exited with 0.
+  """
+  processes = start_two_processes(command, devices)
   outputs = [p.communicate(timeout=timeout) for p in processes]
   for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
   return outputs
+
+
+def kill_all(processes) -> None:
+  """Cleans up after a failed test: no process outlives it."""
+  for p in processes:
+    if p.poll() is None:
+      try:
+        signal_host(p, signal.SIGKILL)
+      except ProcessLookupError:
+        pass

@@ -87,19 +87,19 @@ CHIPS = {
     'h100',
     'NVIDIA H100 80GB HBM3',
     {'float32': 494.7e12, 'bfloat16': 989.4e12},
-    80 * 10**9,
+    80 * GIB,
     3.35e12,
     'NVIDIA H100 datasheet, SXM5: TF32 494.7 / BF16 989.4 dense TFLOP/s, '
-    '80 GB HBM3, 3.35 TB/s',
+    '80 GB HBM3 (80 GiB), 3.35 TB/s',
   ),
   'a100': Chip(
     'a100',
     'NVIDIA A100-SXM4-80GB',
     {'float32': 156e12, 'bfloat16': 312e12},
-    80 * 10**9,
+    80 * GIB,
     2.039e12,
     'NVIDIA A100 datasheet, SXM4 80GB: TF32 156 / BF16 312 dense TFLOP/s, '
-    '80 GB HBM2e, 2,039 GB/s',
+    '80 GB HBM2e (80 GiB), 2,039 GB/s',
   ),
 }
 

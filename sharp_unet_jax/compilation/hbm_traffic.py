@@ -26,6 +26,7 @@ steps have none. Like every figure of a compile-only program, an estimate.
 
 import math
 import re
+from typing import NamedTuple
 
 from sharp_unet_jax.compilation import hlo_stats
 
@@ -84,7 +85,8 @@ def _call_arguments(line: str, start: int) -> str:
   return line[start + 1 :]
 
 
-def _computations(hlo_text: str) -> dict[str, list[str]]:
+def computations(hlo_text: str) -> dict[str, list[str]]:
+  """{name: its instruction lines} of every computation of the program."""
   bodies, name = {}, None
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
@@ -98,9 +100,28 @@ def _computations(hlo_text: str) -> dict[str, list[str]]:
   return bodies
 
 
-def traffic(hlo_text: str) -> dict[str, int]:
-  """{'hbm_bytes': ..., 'all_bytes': ...} of a compiled program's HLO text."""
-  bodies = _computations(hlo_text)
+class Instruction(NamedTuple):
+  """One instruction of a top-level computation.
+
+  Attributes:
+    name: its name, without the '%'.
+    op: its opcode, e.g. 'fusion', 'custom-call', 'all-reduce-start'.
+    shape: its result's shape string.
+    operands: the shape strings of its operands, in order.
+    line: its line of HLO text.
+  """
+
+  name: str
+  op: str
+  shape: str
+  operands: list[str]
+  line: str
+
+
+def top_level(hlo_text: str) -> list[Instruction]:
+  """The instructions of the program's top-level computations (the entry
+  and anything it calls other than fusion bodies and reducers), in order."""
+  bodies = computations(hlo_text)
   nested = set(_NESTED.findall(hlo_text))
   shapes, calls = {}, []
   for name, lines in bodies.items():
@@ -110,16 +131,42 @@ def traffic(hlo_text: str) -> dict[str, int]:
         continue
       shapes[found['name']] = found['shape']
       if name not in nested:
-        calls.append((found, _call_arguments(line, found.end() - 1)))
+        calls.append((found, line))
+  return [
+    Instruction(
+      found['name'],
+      found['op'],
+      found['shape'],
+      [
+        shapes.get(o, '')
+        for o in _OPERAND.findall(_call_arguments(line, found.end() - 1))
+      ],
+      line,
+    )
+    for found, line in calls
+  ]
+
+
+def opcodes(lines: list[str]) -> set[str]:
+  """The opcodes of a computation's instruction lines."""
+  return {found['op'] for found in map(_DEFINITION.match, lines) if found}
+
+
+def moves_nothing(op: str) -> bool:
+  """Whether an instruction moves no bytes (parameters, tuples, bitcasts,
+  the `-done` half of an async pair)."""
+  return op in _FREE or op.endswith('-done')
+
+
+def traffic(hlo_text: str) -> dict[str, int]:
+  """{'hbm_bytes': ..., 'all_bytes': ...} of a compiled program's HLO text."""
   totals = {'hbm_bytes': 0, 'all_bytes': 0}
-  for found, arguments in calls:
-    op = found['op']
-    if op in _FREE or op.endswith('-done'):
+  for instruction in top_level(hlo_text):
+    op = instruction.op
+    if moves_nothing(op):
       continue
-    operands = [
-      a for o in _OPERAND.findall(arguments) for a in _arrays(shapes.get(o, ''))
-    ]
-    results = _arrays(found['shape'])
+    operands = [a for shape in instruction.operands for a in _arrays(shape)]
+    results = _arrays(instruction.shape)
     if op.endswith('-start'):
       texts = [text for text, _, _ in operands]
       results = [r for r in results if r[0] not in texts or texts.remove(r[0])]

@@ -1,20 +1,16 @@
-"""Counts in a compiled program's optimised HLO text, and a cost fallback.
+"""Counts in a compiled program's optimised HLO text.
 
 `collectives` finds the communication ops of an SPMD program (all-reduce,
 all-gather, reduce-scatter, collective-permute, all-to-all; synchronous or as
 async `-start` ops), `grouped_convolutions` the convolutions with
 `feature_group_count` > 1 (the Sharp block's depthwise filter: XLA
 instructions on CPU and TPU, cuDNN custom calls on GPU carry the same
-attribute). `unoptimised_cost` estimates FLOPs and bytes for backends whose
-compiled programs report no cost analysis (the CUDA plugin).
+attribute).
 """
 
 import collections
 import math
 import re
-from typing import Optional
-
-import jax
 
 COLLECTIVES = (
   'all-reduce',
@@ -46,15 +42,16 @@ _INSTRUCTION = re.compile(
   rf'(?P<op>{"|".join(COLLECTIVES)})(?P<start>-start)?\(',
   re.MULTILINE,
 )
-_ARRAY = re.compile(r'\b([a-z]+\d*)\[([\d,]*)\]')
+ARRAY = re.compile(r'\b([a-z]+\d*)\[([\d,]*)\]')
 _GROUPS = re.compile(r'feature_group_count=(\d+)')
 
 
-def array_bytes(shape: str) -> list[int]:
-  """Bytes of each array in an HLO shape string, e.g. '(f32[3,3], bf16[8])'."""
+def array_bytes(shape: str, skip: tuple = ()) -> list[int]:
+  """Bytes of each array in an HLO shape string, e.g. '(f32[3,3], bf16[8])',
+  but those of the element types in `skip`."""
   sizes = []
-  for dtype, dims in _ARRAY.findall(shape):
-    if dtype in BYTES:
+  for dtype, dims in ARRAY.findall(shape):
+    if dtype in BYTES and dtype not in skip:
       count = math.prod(int(d) for d in dims.split(',') if d)
       sizes.append(count * BYTES[dtype])
   return sizes
@@ -85,25 +82,3 @@ def grouped_convolutions(hlo_text: str) -> int:
     if groups and int(groups[1]) > 1 and ('convolution(' in line or 'cudnn' in line):
       count += 1
   return count
-
-
-def unoptimised_cost(lowered, num_devices: int) -> Optional[dict]:
-  """Per-device FLOPs and bytes of the program before XLA optimises it.
-
-  XLA's cost analysis of the lowered (global, unpartitioned, unfused) HLO,
-  run by the CPU client, divided by the devices: FLOPs are close to the
-  compiled program's, bytes overestimate it (no fusion). jax exposes this
-  only through jaxlib internals, so None if those change.
-  """
-  try:
-    from jax._src.lib import xla_client  # noqa: PLC0415
-
-    module = lowered.compiler_ir('hlo').as_hlo_module()
-    cpu = jax.extend.backend.get_backend('cpu')
-    cost = xla_client._xla.hlo_module_cost_analysis(cpu, module)  # noqa: SLF001
-  except Exception:  # noqa: BLE001
-    return None
-  return {
-    'flops': cost.get('flops', 0.0) / num_devices,
-    'bytes_accessed': cost.get('bytes accessed', 0.0) / num_devices,
-  }

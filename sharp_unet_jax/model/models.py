@@ -16,6 +16,7 @@ Run as a module to print a parameter overview for a config:
 import functools
 from typing import Any, Callable, Optional
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -59,15 +60,14 @@ class ConvParams(nn.Module):
 class ConvPair(nn.Module):
   """The parameters of two 3x3 convolutions, Conv_0 and Conv_1."""
 
-  features: int
+  shapes: tuple
   kernel_init: Initializer = INITIALIZERS['glorot_uniform']
 
   @nn.compact
-  def __call__(self, in_features: int) -> dict:
-    shapes = [(3, 3, in_features, self.features), (3, 3, self.features, self.features)]
+  def __call__(self) -> dict:
     return {
       f'Conv_{i}': ConvParams(shape, self.kernel_init, name=f'Conv_{i}')()
-      for i, shape in enumerate(shapes)
+      for i, shape in enumerate(self.shapes)
     }
 
 
@@ -90,9 +90,11 @@ class UNet(nn.Module):
       nn.max_pool and transposed convolution), 'cpu_fast' (fused shifted
       sums, strided slices and one dot: faster on CPU, see fast_layers.py),
       'tpu_packed' (the levels narrower than 128 channels carry several
-      images side by side in the lanes, see packed.py) or 'auto' (cpu_fast in
-      programs compiled for CPU, network.AUTO_TPU_FORM for TPU, reference
-      for GPU, decided per target platform when the program is lowered).
+      images side by side in the lanes, see packed.py), 'gpu_cudnn' (the
+      up-convolution as cuDNN's data-gradient convolution, network.py) or
+      'auto' (cpu_fast in programs compiled for CPU, network.AUTO_TPU_FORM
+      for TPU, network.AUTO_GPU_FORM for CUDA GPUs, decided per target
+      platform when the program is lowered).
   """
 
   num_classes: int = 1
@@ -106,51 +108,115 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps images (N, H, W, C) to logits (N, H, W, num_classes)."""
-    check_input_shape(x.shape, self.depth)
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(
-        f'Unknown implementation {self.implementation!r}; use one of '
-        f'{sorted(IMPLEMENTATIONS)}.'
-      )
-    kernel = None
-    if self.sharp_kernel is not None:
-      kernel = sharp_block.make_kernel(self.sharp_kernel)
-    kwargs = {}
-    if self.implementation != 'auto':
-      # Sown as intermediates; a platform_dependent branch cannot sow.
-      kwargs['record'] = lambda name, value: self.sow('intermediates', name, value)
-    return network.platform_forward(
+    return forward(
       self._declare_params(x.shape[-1]),
       x,
-      implementation=self.implementation,
       depth=self.depth,
-      sharp_kernel=kernel,
+      sharp_kernel=self.sharp_kernel,
       dtype=self.dtype,
-      **kwargs,
+      implementation=self.implementation,
+      # Sown as intermediates; a platform_dependent branch cannot sow.
+      record=lambda name, value: self.sow('intermediates', name, value),
     )
 
   def _declare_params(self, channels: int) -> dict:
-    """The parameter tree, in the order the layers run (as the Keras model)."""
-    init = self.kernel_init
+    """The parameter tree of `param_shapes`, declared in its order."""
     params = {}
-    for level in range(self.depth):
-      features = self.num_filters * 2**level
-      params[f'encoder_{level}'] = ConvPair(features, init, name=f'encoder_{level}')(
-        channels
-      )
-      channels = features
-    features = self.num_filters * 2**self.depth
-    params['bottleneck'] = ConvPair(features, init, name='bottleneck')(channels)
-    for level in reversed(range(self.depth)):
-      shape = (2, 2, features, features // 2)
-      features //= 2
-      params[f'upsample_{level}'] = ConvParams(shape, init, name=f'upsample_{level}')()
-      params[f'decoder_{level}'] = ConvPair(features, init, name=f'decoder_{level}')(
-        2 * features
-      )
-    shape = (1, 1, features, self.num_classes)
-    params['head'] = ConvParams(shape, init, name='head')()
+    for name, shape in param_shapes(
+      channels, self.num_filters, self.depth, self.num_classes
+    ).items():
+      if isinstance(shape, dict):
+        layer = ConvPair(tuple(shape.values()), self.kernel_init, name=name)
+      else:
+        layer = ConvParams(shape, self.kernel_init, name=name)
+      params[name] = layer()
     return params
+
+
+def param_shapes(channels: int, num_filters: int, depth: int, num_classes: int) -> dict:
+  """The UNet's convolutions, in the order the layers run (as the Keras model).
+
+  The one plan of the parameter tree: the Linen and the NNX UNet both
+  declare theirs from it. Each convolution has a kernel of the given shape
+  and a bias of its last dimension.
+
+  Args:
+    channels: input channels.
+    num_filters: channels of the first level; level i has num_filters * 2**i.
+    depth: pooling levels.
+    num_classes: output channels.
+
+  Returns:
+    {layer: kernel shape} for one convolution (an up-convolution, the head),
+    {layer: {'Conv_0': kernel shape, 'Conv_1': kernel shape}} for the two
+    3x3 convolutions of a level.
+  """
+
+  def pair(features_in, features):
+    return {
+      'Conv_0': (3, 3, features_in, features),
+      'Conv_1': (3, 3, features, features),
+    }
+
+  shapes = {}
+  for level in range(depth):
+    features = num_filters * 2**level
+    shapes[f'encoder_{level}'] = pair(channels, features)
+    channels = features
+  features = num_filters * 2**depth
+  shapes['bottleneck'] = pair(channels, features)
+  for level in reversed(range(depth)):
+    shapes[f'upsample_{level}'] = (2, 2, features, features // 2)
+    features //= 2
+    shapes[f'decoder_{level}'] = pair(2 * features, features)
+  shapes['head'] = (1, 1, features, num_classes)
+  return shapes
+
+
+def check_call(shape, depth: int, implementation: str) -> None:
+  """Raises ValueError for an input shape or implementation UNet cannot run."""
+  check_input_shape(shape, depth)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+      f'Unknown implementation {implementation!r}; use one of '
+      f'{sorted(IMPLEMENTATIONS)}.'
+    )
+
+
+def forward(
+  params: dict,
+  x: jax.Array,
+  *,
+  depth: int,
+  sharp_kernel: Optional[sharp_block.KernelSpec],
+  dtype: Any,
+  implementation: str,
+  record: Optional[Callable[[str, jax.Array], None]] = None,
+) -> jax.Array:
+  """The UNet's logits for `params` (a `param_shapes` tree of kernels and
+  biases) and images `x`: the forward pass of the Linen and the NNX UNet.
+
+  Args:
+    params: the parameter tree.
+    x: images (N, H, W, C).
+    depth, sharp_kernel, dtype, implementation: as the UNet's attributes.
+    record: called with intermediate values (network.forward), except with
+      implementation='auto'.
+  """
+  check_call(x.shape, depth, implementation)
+  kernel = None if sharp_kernel is None else sharp_block.make_kernel(sharp_kernel)
+  kwargs = {}
+  if implementation != 'auto' and record is not None:
+    kwargs['record'] = record
+  return network.platform_forward(
+    params,
+    x,
+    implementation=implementation,
+    depth=depth,
+    sharp_kernel=kernel,
+    dtype=dtype,
+    **kwargs,
+  )
 
 
 def check_input_shape(shape, depth: int) -> None:
@@ -172,9 +238,17 @@ MODELS = {
 }
 
 
-def compute_dtype(name: str, platform: str) -> str:
+def compute_dtype(name: str, platform: str, device: Any = None) -> str:
   """The compute dtype that `config.dtype` names on `platform` ('cpu', 'gpu'
-  or 'tpu'): 'auto' is 'float32' on CPU and 'bfloat16' elsewhere.
+  or 'tpu'): 'auto' is 'float32' on CPU and on GPUs without native bfloat16
+  (compute capability below 8.0, e.g. T4 and V100: it is logged), else
+  'bfloat16'.
+
+  Args:
+    name: config.dtype.
+    platform: where the model is compiled.
+    device: one of the devices it is compiled for (its `compute_capability`,
+      e.g. '7.5', is read on GPU; None or none given: native bfloat16).
 
   Raises:
     ValueError: for an unknown name.
@@ -183,16 +257,38 @@ def compute_dtype(name: str, platform: str) -> str:
     raise ValueError(f'config.dtype={name!r} is unknown; use one of {list(DTYPES)}.')
   if name != 'auto':
     return name
-  return 'float32' if platform == 'cpu' else 'bfloat16'
+  if platform == 'cpu':
+    return 'float32'
+  capability = (
+    getattr(device, 'compute_capability', None) if platform == 'gpu' else None
+  )
+  if capability and _version(capability) < (8, 0):
+    logging.info(
+      "config.dtype='auto': float32 on %s (compute capability %s has no native "
+      'bfloat16).',
+      getattr(device, 'device_kind', 'this GPU'),
+      capability,
+    )
+    return 'float32'
+  return 'bfloat16'
 
 
-def create_model(config, platform: Optional[str] = None) -> UNet:
+def _version(capability) -> tuple:
+  """'7.5' (JAX's form) or (7, 5) -> (7, 5)."""
+  if isinstance(capability, str):
+    capability = capability.split('.')
+  return tuple(int(part) for part in capability)
+
+
+def create_model(config, platform: Optional[str] = None, device: Any = None) -> UNet:
   """Builds the model named by `config.model` from a training config.
 
   Args:
     config: a training config.
     platform: where the model is compiled ('cpu', 'gpu' or 'tpu'), which
-      resolves config.dtype='auto'; None: JAX's default backend.
+      resolves config.dtype='auto' with `device` (compute_dtype); None: JAX's
+      default backend and its first device.
+    device: a device of `platform`.
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -213,6 +309,8 @@ def create_model(config, platform: Optional[str] = None) -> UNet:
       f'config.implementation={implementation!r} is unknown; use one of '
       f'{sorted(IMPLEMENTATIONS)}.'
     )
+  if platform is None:
+    platform, device = jax.default_backend(), jax.devices()[0]
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel
@@ -220,7 +318,7 @@ def create_model(config, platform: Optional[str] = None) -> UNet:
     num_classes=config.num_classes,
     num_filters=config.num_filters,
     depth=config.depth,
-    dtype=jnp.dtype(compute_dtype(config.dtype, platform or jax.default_backend())),
+    dtype=jnp.dtype(compute_dtype(config.dtype, platform, device)),
     kernel_init=INITIALIZERS[config.kernel_init],
     implementation=implementation,
     **kwargs,

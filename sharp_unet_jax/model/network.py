@@ -13,7 +13,11 @@ run inside it). The forms compute the same result:
 - 'tpu_packed': the reference ops, except that the levels with fewer than
   128 channels carry several images side by side in the channel (lane)
   dimension, with block-diagonal kernels (packed.py), which TPUs store
-  without lane padding.
+  without lane padding;
+- 'gpu_cudnn': the reference ops, except that the up-convolution's kernel is
+  flipped and transposed so that XLA's GPU compiler runs it as cuDNN's
+  data-gradient convolution instead of a convolution over a 4x dilated copy
+  of its input (fast_layers._upconv_transposed_kernel).
 """
 
 import functools
@@ -29,11 +33,18 @@ from sharp_unet_jax.model import fast_layers, packed, sharp_block
 # The form 'auto' takes in TPU programs (docs/performance.md: its estimated
 # train step is about half the reference form's and Keras's).
 AUTO_TPU_FORM = 'tpu_packed'
+# The form 'auto' takes in GPU (CUDA) programs (docs/performance.md).
+AUTO_GPU_FORM = 'gpu_cudnn'
 
 FORMS = {
   'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
   'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
   'tpu_packed': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
+  'gpu_cudnn': {
+    'sharp': 'conv',
+    'pool': 'reduce_window',
+    'upsample': 'conv_transposed_kernel',
+  },
 }
 
 
@@ -145,7 +156,8 @@ def forward(
   Args:
     params: the UNet's parameter tree (float32).
     x: images; sides divisible by 2**depth.
-    form: 'reference', 'cpu_fast' or 'tpu_packed' (see the module docstring).
+    form: 'reference', 'cpu_fast', 'tpu_packed' or 'gpu_cudnn' (see the
+      module docstring).
     depth: pooling levels.
     sharp_kernel: the Sharp block's 3x3 constant, or None for a plain U-Net.
     dtype: computation dtype; parameters are cast to it, as nn.Conv does.
@@ -247,7 +259,7 @@ def _unpacked_record(record, per_level):
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
   """`forward` in the named form; 'auto' picks it per target platform when
   the program is lowered (never from the host's backend): cpu_fast for CPU,
-  AUTO_TPU_FORM for TPU, reference for the rest (GPU)."""
+  AUTO_TPU_FORM for TPU, AUTO_GPU_FORM for CUDA GPUs, reference for the rest."""
   if implementation != 'auto':
     return forward(params, x, form=implementation, **kwargs)
   branch = {form: functools.partial(forward, form=form, **kwargs) for form in FORMS}
@@ -256,5 +268,6 @@ def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
     x,
     cpu=branch['cpu_fast'],
     tpu=branch[AUTO_TPU_FORM],
+    cuda=branch[AUTO_GPU_FORM],
     default=branch['reference'],
   )

@@ -153,8 +153,19 @@ class SharpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim != 4:
-      raise ValueError(f'SharpBlock expects NHWC input, got shape {x.shape}.')
-    if self.dtype is not None:
-      x = x.astype(self.dtype)
-    return sharp_filter(x, make_kernel(self.kernel), self.implementation)
+    return sharpen(x, self.kernel, self.dtype, self.implementation)
+
+
+def sharpen(x: jax.Array, kernel: KernelSpec, dtype: Any, implementation: str):
+  """The Sharp block: `kernel` applied to every channel of NHWC `x`, in `dtype`
+  (None: x's); what the Linen and the NNX SharpBlock compute.
+
+  Raises:
+    ValueError: for an input that is not NHWC, an unknown kernel or
+      implementation.
+  """
+  if x.ndim != 4:
+    raise ValueError(f'SharpBlock expects NHWC input, got shape {x.shape}.')
+  if dtype is not None:
+    x = x.astype(dtype)
+  return sharp_filter(x, make_kernel(kernel), implementation)

@@ -3,12 +3,15 @@
 Every step is the Trainer's own jitted function, built for the target's mesh
 and lowered with abstract inputs (shapes, dtypes and shardings; no data), so
 what is compiled is what training would run there. Each compiled program is
-summarised: compile time, XLA's memory analysis per device, its cost analysis
-(FLOPs and bytes accessed) where the backend reports one, on TPU the bytes
-that move to and from HBM only (hbm_traffic.py), the collectives
-and grouped convolutions of the optimised HLO (hlo_stats.py), and a roofline
-estimate of the step time from the chip's published peaks (chips.py). All
-figures for TPU and GPU are the compiler's estimates, not measurements.
+summarised: compile time, XLA's memory analysis per device, FLOPs and bytes
+accessed (on CPU and TPU from XLA's cost analysis of the optimised program,
+with a roofline of the whole step from the chip's published peaks,
+chips.py; on GPU, whose compiled programs report no cost analysis, from
+each kernel of the optimised program, gpu_kernels.py, with a per-kernel
+roofline), on TPU the bytes that move to and from HBM only (hbm_traffic.py),
+and the collectives and grouped convolutions of the optimised HLO
+(hlo_stats.py). All figures for TPU and GPU are the compiler's estimates,
+not measurements; `estimate_errs` says which way each errs.
 """
 
 import contextlib
@@ -19,12 +22,13 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from sharp_unet_jax.compilation import hbm_traffic, hlo_stats, targets
+from sharp_unet_jax.compilation import gpu_kernels, hbm_traffic, hlo_stats, targets
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.model import models
 from sharp_unet_jax.training import train
 
 STEPS = ('init', 'train', 'eval', 'predict')
+MEMORY_FIELDS = ('argument_bytes', 'output_bytes', 'temp_bytes', 'peak_bytes')
 # The config key that sizes each step's memory most.
 _MEMORY_KEYS = {
   'init': 'num_filters',
@@ -85,10 +89,14 @@ def _cost(compiled) -> dict:
 
 def memory(compiled) -> dict[str, Optional[int]]:
   """Per-device bytes of XLA's memory analysis; peak = arguments + outputs
-  - aliased (donated) + temporaries, the buffers live at once at most."""
-  stats = compiled.memory_analysis()
+  - aliased (donated) + temporaries, the buffers live at once at most. All
+  None where the backend gives no memory analysis."""
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001  Some backends implement none.
+    stats = None
   if stats is None:
-    return {'argument_bytes': None, 'output_bytes': None, 'temp_bytes': None}
+    return dict.fromkeys(MEMORY_FIELDS)
   peak = (
     stats.argument_size_in_bytes
     + stats.output_size_in_bytes
@@ -104,15 +112,59 @@ def memory(compiled) -> dict[str, Optional[int]]:
 
 
 def roofline(report: dict, chip, dtype: str, images: int) -> dict:
-  """Step time bound by compute or memory traffic, whichever is slower."""
+  """Step time bound by compute or memory traffic, whichever is slower:
+  max(FLOPs / peak FLOP/s, bytes / bandwidth) for the whole step."""
   flops, traffic = report.get('flops'), report.get('bytes_accessed')
   if chip is None or not flops:
     return {'est_step_ms': None, 'est_images_per_sec_per_device': None}
   seconds = max(flops / chip.peak_flops[dtype], (traffic or 0) / chip.bandwidth)
+  return _estimate(seconds, images)
+
+
+def _estimate(seconds: float, images: int) -> dict:
   return {
     'est_step_ms': seconds * 1e3,
     'est_images_per_sec_per_device': images / seconds if images else None,
   }
+
+
+# Which way the TPU figures err (gpu_kernels.ERRORS for GPU programs).
+TPU_ERRORS = {
+  'flops': "XLA's count for the optimised program",
+  'bytes_accessed': 'high: XLA counts operands in on-chip memory (VMEM) too; '
+  'hbm_bytes_accessed counts those in HBM only',
+  'est_step_ms': 'either: high where on-chip bytes are charged at HBM '
+  'bandwidth, low as no step runs at the peaks',
+}
+
+
+def _gpu_cost(text: str, chip, dtype: str, images: int) -> dict:
+  """Kernel count, FLOPs, bytes and estimate from the optimised GPU HLO."""
+  found = gpu_kernels.estimate(text, chip.peak_flops[dtype], chip.bandwidth)
+  report = {
+    'cost_source': 'kernels of the optimised GPU program',
+    'kernels': found['kernels'],
+    'convolution_kernels': found['convolution_kernels'],
+    'flops': found['flops'],
+    'bytes_accessed': found['bytes_accessed'],
+    'estimate_errs': dict(gpu_kernels.ERRORS),
+  }
+  report.update(_estimate(found['est_seconds'], images))
+  return report
+
+
+def _xla_cost(compiled, chip, dtype: str, images: int) -> dict:
+  """FLOPs and bytes of XLA's cost analysis (CPU and TPU) and the roofline."""
+  cost = _cost(compiled)
+  report = {
+    'cost_source': "XLA's cost analysis of the optimised program" if cost else None,
+    'kernels': None,
+    'flops': cost.get('flops'),
+    'bytes_accessed': cost.get('bytes accessed'),
+    'estimate_errs': dict(TPU_ERRORS) if chip is not None else None,
+  }
+  report.update(roofline(report, chip, dtype, images))
+  return report
 
 
 @contextlib.contextmanager
@@ -141,25 +193,26 @@ def compile_step(fn, args) -> tuple[Any, Any, float]:
 
 
 def summarize(lowered, compiled, target, config, images: int) -> dict:
-  """The report of one compiled step (per device)."""
+  """The report of one compiled step (per device).
+
+  `lowered` is not read (every figure comes from the compiled program); it
+  stays so that callers need not change.
+  """
+  del lowered
   report = memory(compiled)
   report['device_memory_bytes'] = target.chip.memory_bytes if target.chip else None
-  cost = _cost(compiled)
-  report['cost_source'] = 'compiled'
-  report['flops'] = cost.get('flops')
-  report['bytes_accessed'] = cost.get('bytes accessed')
-  if not report['flops']:
-    fallback = hlo_stats.unoptimised_cost(lowered, len(target.devices)) or {}
-    report.update(fallback, cost_source='unoptimised HLO' if fallback else None)
   text = compiled.as_text()
+  dtype = models.compute_dtype(config.dtype, target.platform, target.devices[0])
+  if target.platform == 'gpu':
+    report.update(_gpu_cost(text, target.chip, dtype, images))
+  else:
+    report.update(_xla_cost(compiled, target.chip, dtype, images))
   # HBM-only traffic needs the TPU's memory spaces (hbm_traffic.py).
   report['hbm_bytes_accessed'] = (
     hbm_traffic.traffic(text)['hbm_bytes'] if target.platform == 'tpu' else None
   )
   report['collectives'] = hlo_stats.collectives(text)
   report['grouped_convolutions'] = hlo_stats.grouped_convolutions(text)
-  dtype = models.compute_dtype(config.dtype, target.platform)
-  report.update(roofline(report, target.chip, dtype, images))
   return report
 
 

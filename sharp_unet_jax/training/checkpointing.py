@@ -11,16 +11,24 @@ state, and the programs that only predict read its parameters.
 """
 
 import os
+import time
 from typing import Any, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import kv_store
 
 BEST = 'checkpoints_best'
+DAMAGED_SUFFIX = '.damaged'
+
+
+class CheckpointMismatchError(UserError):
+  """A readable checkpoint written by another model config."""
 
 
 def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
@@ -105,18 +113,75 @@ def restore(
   metadata = manager.item_metadata(step)
   problems = _shape_mismatches(metadata, abstract_state) if metadata else []
   if problems:
-    raise UserError(
+    raise CheckpointMismatchError(
       f'The checkpoint in {directory} (step {step}) was written by a different '
       f'model config ({len(problems)} mismatched arrays, e.g. {problems[0]}); '
       'use the config that wrote it or a new --workdir.'
     )
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-  except (ValueError, KeyError, TypeError) as e:
+  except (ValueError, KeyError, TypeError, OSError) as e:
     raise UserError(
       f'Cannot restore the checkpoint in {directory} (step {step}): '
       f'{str(e).splitlines()[0]}; use the config that wrote it or a new --workdir.'
     ) from e
+
+
+def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any):
+  """Restores the newest checkpoint that reads back whole; None if there is none.
+
+  A checkpoint with a missing or damaged array file or metadata (a write cut
+  short, a truncated copy, a bad disk) is skipped with one warning naming it,
+  and moved aside to `<step>.damaged` (by process 0), so that training can
+  save that step again and nothing is deleted. A readable checkpoint of
+  another model config is still an error.
+
+  Raises:
+    CheckpointMismatchError: the newest readable checkpoint is of another config.
+    UserError: no checkpoint reads back, though some exist.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  damaged = []
+  for step in steps:
+    try:
+      state = restore(manager, abstract_state, step)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # noqa: BLE001  (any read failure: damaged)
+      cause = e.__cause__ or e  # the read error under a UserError's advice
+      reason = (str(cause).splitlines() or [type(cause).__name__])[0]
+      logging.warning(
+        'Skipping the damaged checkpoint at step %d in %s (%s); it is moved to '
+        '%d%s and the run resumes from an older one.',
+        step,
+        manager.directory,
+        reason[:300],
+        step,
+        DAMAGED_SUFFIX,
+      )
+      damaged.append(step)
+      continue
+    _move_aside(manager, damaged)
+    return state
+  if damaged:
+    raise UserError(
+      f'No checkpoint in {manager.directory} reads back (steps {damaged} are '
+      'damaged); move them away to start afresh, or restore a copy.'
+    )
+  return None
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Renames damaged step folders to `<step>.damaged` (process 0), then syncs."""
+  if not steps:
+    return
+  if jax.process_index() == 0:
+    for step in steps:
+      path = os.path.join(str(manager.directory), str(step))
+      os.replace(path, path + DAMAGED_SUFFIX)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('sharp_unet_jax: damaged checkpoints moved')
+  manager.reload()
 
 
 def read_only_manager(directory: str) -> ocp.CheckpointManager:
@@ -174,3 +239,36 @@ def save(
   if saved:
     logging.info('Saving checkpoint at step %d to %s', step, manager.directory)
   return saved
+
+
+class SaveClock:
+  """Says when a checkpoint is due by time (config.checkpoint_every_seconds).
+
+  So that a hard failure loses at most that much work, whatever the step
+  count. Every process must save at the same step: process 0's clock decides,
+  and the others read its decision for each step from JAX's key-value store.
+  """
+
+  _KEY = 'sharp_unet_jax/checkpoint_due/'
+  clock = staticmethod(time.monotonic)
+
+  def __init__(self, every_seconds: Optional[float]):
+    self.every_seconds = every_seconds or None
+    self._last = self.clock()
+
+  def due(self, step: int) -> bool:
+    if self.every_seconds is None:
+      return False
+    local = self.clock() - self._last >= self.every_seconds
+    if jax.process_count() == 1:
+      return local
+    client, key = kv_store.client(), f'{self._KEY}{step}'
+    if jax.process_index() == 0:
+      client.key_value_set(key, str(int(local)))
+      return local
+    # No deadline of its own: the hang watchdog and the peer monitor end a
+    # process that waits here for a lost process 0.
+    return client.blocking_key_value_get(key, 24 * 3600 * 1000) == '1'
+
+  def saved(self) -> None:
+    self._last = self.clock()

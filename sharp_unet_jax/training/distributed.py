@@ -14,8 +14,10 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.training import liveness
 
 FLAGS = flags.FLAGS
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
 
 
 def define_flags() -> None:
@@ -28,10 +30,29 @@ def define_flags() -> None:
   flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
   flags.DEFINE_integer('process_id', None, 'Index of this process, 0..num_processes-1.')
+  flags.DEFINE_float(
+    'heartbeat_timeout',
+    DEFAULT_HEARTBEAT_TIMEOUT_S,
+    'Seconds without a heartbeat after which a peer process counts as lost: '
+    'every other process then stops with one error line and exit status 75. '
+    "JAX's runtime gets 2x this plus 30 s as its own, later, timeout.",
+  )
+
+
+def requested() -> bool:
+  """Whether the command line asks for several processes (False without the flags)."""
+  if 'coordinator_address' not in FLAGS:
+    return False
+  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+  return bool(FLAGS.distributed) or any(value is not None for value in explicit)
 
 
 def initialize() -> None:
   """Starts JAX's distributed runtime when the flags ask for it.
+
+  With several processes, the peer monitor (`liveness`) then watches the
+  others: a peer silent for --heartbeat_timeout seconds ends this process with
+  one error line and status 75 (`failures.EXIT_HOST_FAILURE`).
 
   Raises:
     UserError: when only some of the explicit flags are given.
@@ -39,6 +60,10 @@ def initialize() -> None:
   explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
   if not FLAGS.distributed and all(value is None for value in explicit):
     return
+  if FLAGS.heartbeat_timeout <= 0:
+    raise UserError(
+      f'--heartbeat_timeout must be positive, got {FLAGS.heartbeat_timeout:g}.'
+    )
   if not FLAGS.distributed and any(value is None for value in explicit):
     raise UserError(
       'Pass all of --coordinator_address, --num_processes and --process_id, '
@@ -50,7 +75,11 @@ def initialize() -> None:
     coordinator_address=FLAGS.coordinator_address,
     num_processes=FLAGS.num_processes,
     process_id=FLAGS.process_id,
+    heartbeat_timeout_seconds=liveness.runtime_heartbeat_timeout(
+      FLAGS.heartbeat_timeout
+    ),
   )
+  liveness.start(FLAGS.heartbeat_timeout)
 
 
 def process_share(items: Sequence) -> list:

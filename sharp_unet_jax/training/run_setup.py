@@ -30,6 +30,7 @@ class Run:
   state: Any
   writer: Any
   hooks: list
+  save_clock: checkpointing.SaveClock
   preempted_at: Optional[int] = None
 
 
@@ -77,14 +78,16 @@ def set_up(trainer, workdir: str) -> Run:
     state,
     writer,
     hooks,
+    checkpointing.SaveClock(config.get('checkpoint_every_seconds')),
   )
 
 
 def _restore_or_start(trainer, manager, workdir: str):
-  """The latest checkpoint's state, or a fresh one (recording the config)."""
+  """The newest intact checkpoint's state, or a fresh one (recording the config)."""
   state = trainer.initial_state()
-  if manager.latest_step() is not None:
-    state = checkpointing.restore(manager, state)
+  restored = checkpointing.restore_newest_intact(manager, state)
+  if restored is not None:
+    state = restored
     logging.info('Resumed from the checkpoint at step %d.', int(state.step))
   elif jax.process_index() == 0:
     config_dict = trainer.config.to_dict()

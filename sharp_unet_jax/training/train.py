@@ -26,11 +26,14 @@ from sharp_unet_jax.evaluation import metrics, visualize
 from sharp_unet_jax.model import models
 from sharp_unet_jax.training import (
   checkpointing,
+  failures,
+  fault_injection,
   losses,
   preemption,
   run_setup,
   schedules,
   steps,
+  watchdog,
 )
 
 
@@ -70,6 +73,11 @@ def check_config(
   ):
     if config[key] <= 0:
       raise UserError(f'config.{key} must be positive, got {config[key]}.')
+  if (config.get('checkpoint_every_seconds') or 0) < 0:
+    raise UserError(
+      'config.checkpoint_every_seconds must be 0 (off) or positive, got '
+      f'{config.checkpoint_every_seconds}.'
+    )
 
 
 class Trainer:
@@ -95,7 +103,7 @@ class Trainer:
     self.platform = meshes.platform(self.mesh)
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
-    self.model = models.create_model(config, self.platform)
+    self.model = models.create_model(config, self.platform, self.mesh.devices.flat[0])
     self.compiler_options = xla_options.compute_options(self.platform)
     self._jit_steps(config)
 
@@ -181,6 +189,7 @@ class Trainer:
         # XLA:CPU may otherwise run two at once, whose collectives can then
         # wait for each other's threads (a hang, then an abort, seen here).
         total = jax.block_until_ready(total)
+        watchdog.progress()
     return {k: float(v) for k, v in jax.device_get(total.compute()).items()}
 
   def summary_panels(self, params, data) -> np.ndarray:
@@ -242,6 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     UserError: for bad config, data, workdir or checkpoint, or a diverged run.
   """
   run = run_setup.set_up(Trainer(config), workdir)
+  failures.set_checkpoint_dir(str(run.manager.directory))
   try:
     state = _train_loop(run)
     if state is None:
@@ -254,10 +264,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _evaluate(run: run_setup.Run, state, done: int):
   """One evaluation: scalars and overlays written, then the recipe consulted."""
-  values = run.trainer.evaluate(state.params, run.eval_data)
+  with watchdog.phase('evaluation'):
+    values = run.trainer.evaluate(state.params, run.eval_data)
   _log_scalars(run.writer, done, 'eval', values)
   logging.info('step %d: eval dice=%.4f iou=%.4f', done, values['dice'], values['iou'])
-  panels = run.trainer.summary_panels(state.params, run.eval_data)
+  with watchdog.phase('summary'):
+    panels = run.trainer.summary_panels(state.params, run.eval_data)
   run.writer.write_images(done, {'eval/overlays': panels})
   return run.recipe.after_evaluation(state, values, done)
 
@@ -268,8 +280,10 @@ def _train_loop(run: run_setup.Run):
   start_step = int(state.step)
   train_metrics = None
   stopped = run.recipe.stopped(state)
+  process = jax.process_index()
   host_batches = (
-    input_pipeline.train_batch(run.train_data, config, step)
+    fault_injection.stall_if_requested(process, step, 'input')
+    or input_pipeline.train_batch(run.train_data, config, step)
     for step in range(start_step, config.num_train_steps)
   )
   depth = config.get('prefetch_batches', 2)
@@ -280,19 +294,27 @@ def _train_loop(run: run_setup.Run):
     for step in range(start_step, config.num_train_steps):
       if stopped:
         break
-      batch = next(batches)
+      with watchdog.waiting_for_input():
+        batch = next(batches)
+      fault_injection.stall_if_requested(process, step, 'step')
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = trainer.train_step(state, batch)
       train_metrics = (
         step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       )
       done = step + 1
+      watchdog.step_done(done)
       for hook in run.hooks:
         hook(done)
       is_last = done == config.num_train_steps
       preempted = watcher.should_stop(done)
       eval_now = is_last or done % config.eval_every_steps == 0
-      checkpoint_now = is_last or preempted or done % config.checkpoint_every_steps == 0
+      checkpoint_now = (
+        is_last
+        or preempted
+        or done % config.checkpoint_every_steps == 0
+        or run.save_clock.due(done)
+      )
       if eval_now or checkpoint_now or done % config.log_every_steps == 0:
         values = _train_values(train_metrics, done, config, state)
         _log_scalars(run.writer, done, 'train', values)
@@ -300,16 +322,20 @@ def _train_loop(run: run_setup.Run):
       if eval_now:
         state, stopped = _evaluate(run, state, done)
       if checkpoint_now or stopped:
-        checkpointing.save(run.manager, done, state, force=preempted)
+        with watchdog.phase('checkpoint write'):
+          checkpointing.save(run.manager, done, state, force=preempted)
+        run.save_clock.saved()
       if preempted:
-        run.manager.wait_until_finished()
+        with watchdog.phase('checkpoint write'):
+          run.manager.wait_until_finished()
         run.writer.flush()
         logging.warning(
           'Preempted: checkpoint at step %d saved in %s.', done, run.workdir
         )
         run.preempted_at = done
         return None
-  run.manager.wait_until_finished()
+  with watchdog.phase('checkpoint write'):
+    run.manager.wait_until_finished()
   return state
 
 
@@ -319,7 +345,8 @@ def _final_test(run: run_setup.Run, state) -> dict:
   last_step = int(state.step)
   state = run.recipe.state_for_test(state)
   test_data = input_pipeline.load_split(config, config.test_split)
-  results = run.trainer.evaluate(state.params, test_data)
+  with watchdog.phase('evaluation'):
+    results = run.trainer.evaluate(state.params, test_data)
   results.update(
     step=int(state.step),
     last_step=last_step,

@@ -1,0 +1,143 @@
+"""Kernels of a compiled GPU program, from its optimised HLO, and their cost.
+
+XLA's GPU compiler leaves, at the top level of the optimised program, one
+instruction per kernel launch: fusions (XLA's own kernels), custom calls
+(cuDNN convolutions, cuBLAS matrix products), copies and collectives;
+parameters, tuples, get-tuple-element, bitcasts and the `-done` half of an
+async pair launch nothing. For each kernel this module takes
+
+- bytes: its operands and results at their sizes (a custom call's scratch
+  workspace, its `u8[...]` result, left out), except that a fusion made of
+  slices only reads what it writes (e.g. each parameter's gradient cut out
+  of the one all-reduced buffer);
+- FLOPs: 2 x the multiply-adds of a cuDNN convolution, read from its
+  operand and result shapes and `dim_labels` (forward, input gradient and
+  filter gradient alike: 2 x |forward output| x |filter| / output features),
+  and 2 x M x N x K of a cuBLAS matrix product; other kernels count none;
+
+and the step's estimate is the sum over kernels of max(FLOPs / peak FLOP/s,
+bytes / bandwidth): each kernel at the chip's published peaks, one after
+another. `ERRORS` says which way each figure errs.
+"""
+
+import json
+import math
+import re
+
+from sharp_unet_jax.compilation import hbm_traffic, hlo_stats
+
+# Which way each figure errs, for the JSON report and the tables.
+ERRORS = {
+  'flops': 'low: only convolution and matrix-product kernels are counted',
+  'bytes_accessed': 'either: each operand read once in full (high where a '
+  'kernel reads a slice or L2 serves a re-read; low where a convolution '
+  're-reads input tiles)',
+  'est_step_ms': 'low: every kernel at peak FLOP/s or bandwidth, no launch gaps',
+}
+_LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+_BACKEND = re.compile(r'backend_config=(\{.*\})\s*$')
+_CALLS = re.compile(r'calls=%([\w.\-]+)')
+# A fusion of only these reads no more than it writes.
+_SLICING = frozenset({'parameter', 'slice', 'bitcast', 'tuple'})
+
+
+def _dims(shape: str) -> list[list[int]]:
+  """Dimensions of each array of a shape string, scratch (u8) excluded."""
+  return [
+    [int(d) for d in dims.split(',') if d]
+    for dtype, dims in hlo_stats.ARRAY.findall(shape)
+    if dtype in hlo_stats.BYTES and dtype != 'u8'
+  ]
+
+
+def _bytes(shape: str) -> int:
+  return sum(hlo_stats.array_bytes(shape, skip=('u8',)))
+
+
+def convolution_flops(target: str, operands: list[str], shape: str, line: str) -> float:
+  """FLOPs of one cuDNN convolution custom call.
+
+  Forward calls read (input, filter, ...) and write the output; the input
+  gradient reads (output gradient, filter); the filter gradient reads
+  (input, output gradient) and writes the filter. Each does 2 x |output| x
+  (filter elements per output feature) FLOPs.
+  """
+  labels = _LABELS.search(line)
+  if labels is None:
+    return 0.0
+  if 'BackwardFilter' in target:
+    output, kernel = _dims(operands[1])[0], _dims(shape)[0]
+  elif 'BackwardInput' in target:
+    output, kernel = _dims(operands[0])[0], _dims(operands[1])[0]
+  else:
+    output, kernel = _dims(shape)[0], _dims(operands[1])[0]
+  features = kernel[labels[2].index('o')]
+  return 2.0 * math.prod(output) * math.prod(kernel) / features
+
+
+def gemm_flops(operands: list[str], line: str) -> float:
+  """FLOPs of one cuBLAS matrix product: 2 x |result| x contracted size."""
+  config = _BACKEND.search(line)
+  try:
+    numbers = json.loads(config[1])['gemm_backend_config']['dot_dimension_numbers']
+  except (TypeError, KeyError, ValueError):
+    return 0.0
+  lhs = _dims(operands[0])[0]
+  contracted = math.prod(lhs[int(d)] for d in numbers['lhs_contracting_dimensions'])
+  batch = math.prod(lhs[int(d)] for d in numbers.get('lhs_batch_dimensions', []))
+  rhs = _dims(operands[1])[0]
+  rhs_free = math.prod(rhs) // contracted // batch
+  lhs_free = math.prod(lhs) // contracted // batch
+  return 2.0 * batch * lhs_free * rhs_free * contracted
+
+
+def _reads_what_it_writes(line: str, bodies: dict) -> bool:
+  """Whether a fusion only slices its operands."""
+  called = _CALLS.search(line)
+  ops = hbm_traffic.opcodes(bodies.get(called[1], [])) if called else set()
+  return 'slice' in ops and ops <= _SLICING
+
+
+def kernels(hlo_text: str) -> list[dict]:
+  """[{'name', 'kind', 'bytes', 'flops'}] of each kernel the program launches.
+
+  kind is the custom call's target, or the opcode of other kernels.
+  """
+  bodies = hbm_traffic.computations(hlo_text)
+  found = []
+  for instruction in hbm_traffic.top_level(hlo_text):
+    op, line = instruction.op, instruction.line
+    if hbm_traffic.moves_nothing(op):
+      continue
+    kind, flops = op, 0.0
+    if op == 'custom-call':
+      target = _TARGET.search(line)
+      kind = target[1] if target else op
+      if 'cudnn$conv' in kind:
+        flops = convolution_flops(kind, instruction.operands, instruction.shape, line)
+      elif 'gemm' in kind or 'matmul' in kind:
+        flops = gemm_flops(instruction.operands, line)
+    written = _bytes(instruction.shape)
+    read = sum(_bytes(shape) for shape in instruction.operands)
+    if op == 'fusion' and _reads_what_it_writes(line, bodies):
+      read = written
+    found.append(
+      {'name': instruction.name, 'kind': kind, 'bytes': read + written, 'flops': flops}
+    )
+  return found
+
+
+def estimate(hlo_text: str, peak_flops: float, bandwidth: float) -> dict:
+  """Kernel count, bytes, FLOPs and the summed per-kernel roofline of a
+  compiled GPU program (per device)."""
+  found = kernels(hlo_text)
+  seconds = sum(max(k['flops'] / peak_flops, k['bytes'] / bandwidth) for k in found)
+  convolutions = sum(1 for k in found if 'cudnn$conv' in k['kind'])
+  return {
+    'kernels': len(found),
+    'convolution_kernels': convolutions,
+    'flops': sum(k['flops'] for k in found),
+    'bytes_accessed': sum(k['bytes'] for k in found),
+    'est_seconds': seconds,
+  }

@@ -1,0 +1,190 @@
+"""A host that dies, stops or hangs: real processes on localhost, tiny config.
+
+Every run is `main.py` as two processes (each in a session of its own, like a
+host) or one. Process 1 is made to stall at step 6 by the fault-injection
+switch; the tests then kill it, or let the hang watchdog find it, and check
+what the user sees: the exit status, the last line, the time it took, and
+that the relaunch resumes to the parameters of an uninterrupted run.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+import two_processes
+
+from sharp_unet_jax.training import checkpointing, failures, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 8
+HEARTBEAT_S = 20
+STEP_TIMEOUT_S = 15
+STALL_PROCESS_1 = {'SHARP_UNET_JAX_STALL': '1:6:input'}
+
+
+def command(workdir, data_dir, *extra):
+  return two_processes.tiny_main_command(
+    workdir, data_dir, STEPS, f'--heartbeat_timeout={HEARTBEAT_S}', *extra
+  )
+
+
+def run_one(cmd, devices=4):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  result = subprocess.run(
+    cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def final_params(workdir, data_dir):
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config()
+  config.data_dir = data_dir
+  manager = checkpointing.create_manager(workdir)
+  state = checkpointing.restore(manager, train.Trainer(config).initial_state())
+  return int(state.step), jax.device_get(state.params)
+
+
+def assert_params(a, b, atol=0.0):
+  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+
+
+@pytest.fixture(scope='module')
+def reference(tfds_dir, tmp_path_factory):
+  """Final parameters of an uninterrupted two-process run."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  two_processes.run_two_processes(command(workdir, tfds_dir))
+  step, params = final_params(workdir, tfds_dir)
+  assert step == STEPS
+  return params
+
+
+def wait_for_checkpoint(workdir, step, processes, limit=240):
+  path = os.path.join(workdir, 'checkpoints', str(step))
+  deadline = time.monotonic() + limit
+  while not os.path.isdir(path):
+    assert time.monotonic() < deadline, f'no checkpoint {step} after {limit} s'
+    assert all(p.poll() is None for p in processes), 'a process ended early'
+    time.sleep(0.1)
+  return time.monotonic()
+
+
+def wait_and_read(process, started, limit):
+  """(exit status, seconds since `started`, last stderr line) of `process`."""
+  _, err = process.communicate(timeout=limit)
+  lines = [line for line in err.splitlines() if line.strip()]
+  return process.returncode, time.monotonic() - started, lines[-1], err
+
+
+def relaunch_and_compare(workdir, data_dir, expected, resumed_from):
+  outputs = two_processes.run_two_processes(command(workdir, data_dir))
+  assert f'Resumed from the checkpoint at step {resumed_from}' in outputs[0][1]
+  step, params = final_params(workdir, data_dir)
+  assert step == STEPS
+  assert_params(params, expected)  # bitwise: the same two processes and devices
+
+
+def kill_host(workdir, data_dir, victim):
+  """Kills one host's session while process 1 stalls at step 6 (its watchdog
+  far off); returns (status, seconds, last line, stderr) of the other."""
+  processes = two_processes.start_two_processes(
+    command(workdir, data_dir, '--step_timeout=3600'), env=STALL_PROCESS_1
+  )
+  try:
+    wait_for_checkpoint(workdir, 4, processes)
+    time.sleep(1)
+    killed = time.monotonic()
+    two_processes.signal_host(processes[victim], signal.SIGKILL)
+    return wait_and_read(processes[1 - victim], killed, 180)
+  finally:
+    two_processes.kill_all(processes)
+
+
+def test_sigkill_of_one_host_stops_the_other_with_one_line(
+  reference, tfds_dir, tmp_path
+):
+  workdir = str(tmp_path)
+  status, seconds, last, err = kill_host(workdir, tfds_dir, victim=1)
+  assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
+  assert seconds < HEARTBEAT_S + 45
+  assert last.startswith('error: process 1 of 2 stopped responding'), last
+  assert f'last complete checkpoint is step 4 in {workdir}' in last
+  assert 'Relaunch the same command on every host' in last
+  assert 'Traceback' not in err and 'Fatal Python error' not in err
+  relaunch_and_compare(workdir, tfds_dir, reference, resumed_from=4)
+
+
+def test_loss_of_the_coordinator_host_is_one_line(tfds_dir, tmp_path):
+  """Process 0 hosts JAX's coordination service: its loss aborts the runtime
+  of the others at once, which the supervising parent turns into one line."""
+  workdir = str(tmp_path)
+  status, seconds, last, err = kill_host(workdir, tfds_dir, victim=0)
+  assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
+  assert seconds < HEARTBEAT_S + 45
+  assert last.startswith('error: process 0 of 2 (the coordinator) stopped'), last
+  assert f'last complete checkpoint is step 4 in {workdir}' in last
+  assert f"runtime's messages are in {workdir}/logs/runtime-1-" in last
+  assert 'Fatal Python error' not in err  # it is in the log file, not here
+
+
+def test_hang_in_one_host_is_caught_and_both_stop(reference, tfds_dir, tmp_path):
+  workdir = str(tmp_path)
+  processes = two_processes.start_two_processes(
+    command(workdir, tfds_dir, f'--step_timeout={STEP_TIMEOUT_S}'),
+    env=STALL_PROCESS_1,
+  )
+  try:
+    started = wait_for_checkpoint(workdir, 4, processes)
+    results = [wait_and_read(p, started, 180) for p in processes]
+  finally:
+    two_processes.kill_all(processes)
+  for status, seconds, last, err in results:
+    assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
+    assert seconds < STEP_TIMEOUT_S + 45
+    assert last.startswith('error: process 1 of 2 hung'), last
+    assert 'Fatal Python error' not in err
+  stacks = open(os.path.join(workdir, 'hang-1.txt')).read()
+  assert 'stall_if_requested' in stacks and 'Thread' in stacks
+  relaunch_and_compare(workdir, tfds_dir, reference, resumed_from=4)
+
+
+def test_two_processes_resume_on_one(reference, tmp_path):
+  """2 -> 1 process, from an empty data dir (process 0 builds, 1 waits)."""
+  workdir, data_dir = str(tmp_path / 'work'), str(tmp_path / 'data')
+  half = f'--config.num_train_steps={STEPS // 2}'
+  two_processes.run_two_processes(command(workdir, data_dir, half))
+  result = run_one(command(workdir, data_dir))
+  assert f'Resumed from the checkpoint at step {STEPS // 2}' in result.stderr
+  step, params = final_params(workdir, data_dir)
+  assert step == STEPS
+  assert_params(params, reference, atol=1e-5)  # summed in another order
+
+
+def test_one_process_resumes_on_two(reference, tfds_dir, tmp_path):
+  workdir = str(tmp_path)
+  run_one(command(workdir, tfds_dir, f'--config.num_train_steps={STEPS // 2}'))
+  outputs = two_processes.run_two_processes(command(workdir, tfds_dir))
+  assert f'Resumed from the checkpoint at step {STEPS // 2}' in outputs[0][1]
+  assert 'Test (test' in outputs[0][0] and 'Test (test' not in outputs[1][0]
+  step, params = final_params(workdir, tfds_dir)
+  assert step == STEPS
+  assert_params(params, reference, atol=1e-5)
+
+
+def test_two_devices_resume_on_four(reference, tfds_dir, tmp_path):
+  workdir = str(tmp_path)
+  run_one(command(workdir, tfds_dir, f'--config.num_train_steps={STEPS // 2}'), 2)
+  result = run_one(command(workdir, tfds_dir), 4)
+  assert f'Resumed from the checkpoint at step {STEPS // 2}' in result.stderr
+  step, params = final_params(workdir, tfds_dir)
+  assert step == STEPS
+  assert_params(params, reference, atol=1e-5)
