@@ -6,6 +6,7 @@ suite in .venv-aot, which has them).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -243,3 +244,22 @@ def test_the_peer_process_ends_when_our_compile_fails(monkeypatch):
     aot.run(tiny.get_config(), 'configs/tiny.py', 'cpu:2', ['train'], 'keras', [])
   (peer,) = started
   assert peer.poll() is not None  # ended, not left running
+
+
+def test_bfloat16_tpu_programs_sum_the_gradients_in_float32():
+  # Every form casts the parameters to bfloat16 on each device, inside the
+  # shard_map, so the gradients' all-reduce carries float32 (cast before it,
+  # they were summed in bfloat16).
+  config = tiny.get_config()
+  config.update(dtype='bfloat16', depth=1)
+  trainer = train.Trainer(config, targets.parse('tpu:v5e:2x2').mesh())
+  step, args = aot_steps.step_inputs(trainer)['train']
+  text = step.lower(*args).compile().as_text()
+  shapes = re.findall(r'= (.*?) all-reduce(?:-start)?\(', text)
+  arrays = [a for shape in shapes for a in re.findall(r'\b(\w+)\[([\d,]*)\]', shape)]
+  assert arrays and 'bf16' not in {dtype for dtype, _ in arrays}
+  f32_bytes = sum(
+    hlo_stats.array_bytes(f'f32[{dims}]')[0] for d, dims in arrays if d == 'f32'
+  )
+  param_bytes = sum(4 * p.size for p in jax.tree_util.tree_leaves(args[0].params))
+  assert param_bytes <= f32_bytes <= param_bytes + 64, (f32_bytes, param_bytes)

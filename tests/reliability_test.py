@@ -27,10 +27,16 @@ def main_command(workdir, data_dir, *extra):
   return two_processes.tiny_main_command(workdir, data_dir, STEPS, *extra)
 
 
-def run(command, devices=4, **kwargs):
+def run(command, devices=4, timeout=300, **kwargs):
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   return subprocess.run(
-    command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kwargs
+    command,
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    **kwargs,
   )
 
 

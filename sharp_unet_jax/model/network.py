@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 import numpy as np
 
 from sharp_unet_jax.model import fast_layers, packed, sharp_block
@@ -148,6 +149,10 @@ def forward(
 ) -> jax.Array:
   """Logits (N, H, W, K), float32, of images `x` (N, H, W, C).
 
+  Each device runs the network on its own part of the batch (`per_device`),
+  so the parameters' gradient is summed over devices in float32 whatever
+  the computation dtype.
+
   Args:
     params: the UNet's parameter tree (float32).
     x: images; sides divisible by 2**depth.
@@ -157,31 +162,98 @@ def forward(
     sharp_kernel: the Sharp block's 3x3 constant, or None for a plain U-Net.
     dtype: computation dtype; parameters are cast to it, as nn.Conv does.
     record: called with ('features_<level>', encoder output) and ('sharp_<level>',
-      sharpened skip), e.g. to sow them; not by the 'tpu_packed' form.
+      sharpened skip), e.g. to sow them; only when x's batch is not sharded
+      (Flax cannot sow from inside a shard_map).
   """
-  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
   network = functools.partial(
-    _network, form=form, depth=depth, sharp_kernel=sharp_kernel, record=record
+    _network, form=form, depth=depth, sharp_kernel=sharp_kernel, dtype=dtype
   )
-  if form == 'tpu_packed':
-    # Flax cannot sow from inside a shard_map: this form records nothing.
-    network = packed.per_device(functools.partial(network, record=None))
-  return network(params, x.astype(dtype)).astype(jnp.float32)
+  return per_device(network, record)(params, x).astype(jnp.float32)
 
 
-def _network(params, x, *, form, depth, sharp_kernel, record):
+def per_device(fn, record=None):
+  """`fn(params, x, record)` run on each device's part of x's batch
+  (`jax.shard_map` over the batch's mesh axes, params replicated, record
+  None), or as it is if x's batch is not sharded.
+
+  So each device packs its own images, and the gradient of the replicated
+  parameters is summed over devices once, in the parameters' own shapes and
+  dtype (float32): `fn` casts them to the computation dtype on each device,
+  after the cast below, and folds each block-diagonal kernel's gradient
+  back into its kernel's before the sum. (Cast before the shard_map, a
+  bfloat16 program summed bfloat16 gradients; without the cast below, JAX
+  sums the block-diagonal kernels' gradients, f^2 times larger.)
+  """
+
+  def run(params, x):
+    sharding = jax.typeof(x).sharding
+    spec = getattr(sharding, 'spec', None)
+    if not spec or spec[0] is None:
+      return fn(params, x, record)
+    batch = PartitionSpec(spec[0])
+
+    def local(params, x):
+      # Varying over the batch axes from here on, so that the gradient is
+      # summed over devices here, in the parameters' own shapes.
+      params = jax.tree_util.tree_map(
+        lambda p: jax.lax.pcast(p, spec[0], to='varying'), params
+      )
+      return fn(params, x, None)
+
+    return jax.shard_map(
+      local, mesh=sharding.mesh, in_specs=(PartitionSpec(), batch), out_specs=batch
+    )(params, x)
+
+  return run
+
+
+def _network(params, x, record, *, form, depth, sharp_kernel, dtype):
+  params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+  x = x.astype(dtype)
   forms = FORMS[form]
   num_filters = params['encoder_0']['Conv_0']['kernel'].shape[-1]
   per_level = images_per_level(form, x, num_filters, depth)
-  record = record or (lambda name, value: None)
+  x, finite = isolate_non_finite(x, per_level[0])
+  record = _unpacked_record(record, per_level)
   x, skips = _encoder(x, params, depth, forms, per_level, record)
   for level in reversed(range(depth)):
     x = _decoder_level(
       x, skips[level], params, level, forms, per_level, sharp_kernel, record
     )
   head = params['head']
-  logits = conv(x, head['kernel'], head['bias'], per_level[0])
-  return packed.unpack(logits, per_level[0])
+  logits = packed.unpack(
+    conv(x, head['kernel'], head['bias'], per_level[0]), per_level[0]
+  )
+  return logits if finite is None else jnp.where(finite, logits, jnp.nan)
+
+
+def isolate_non_finite(x: jax.Array, images: int):
+  """(x, finite): x with each image holding a NaN or infinity set to zeros,
+  and which images were finite ((N, 1, 1, 1) bools), when `images` > 1 are
+  packed together; (x, None) otherwise.
+
+  In a packed convolution the block-diagonal kernel's zeros meet the other
+  images' values, and 0 x inf is NaN: a non-finite pixel would turn its
+  pack-mates' outputs to NaN. Zeroed, it cannot; the caller then sets that
+  image's logits to NaN, as non-finite as the reference form's. (Finite
+  images whose activations overflow to infinity inside the network, beyond
+  3.4e38, are not isolated.)
+  """
+  if images == 1:
+    return x, None
+  finite = jnp.all(jnp.isfinite(x), axis=(1, 2, 3), keepdims=True)
+  return jnp.where(finite, x, jnp.zeros((), x.dtype)), finite
+
+
+def _unpacked_record(record, per_level):
+  """`record` of the unpacked images (a level's arrays are in its packing)."""
+
+  def unpacked(name, value):
+    if record is not None:
+      level = int(name.rsplit('_', 1)[1])
+      record(name, packed.unpack(value, per_level[level]))
+
+  return unpacked
 
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:

@@ -30,46 +30,14 @@ docs/performance.md.)
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
 
 # LANES: the TPU lane width; levels with fewer channels are packed.
 LANES = 128
 
 
-def per_device(fn):
-  """`fn(params, x)` run on each device's part of x's batch (`jax.shard_map`
-  over the batch's mesh axes, params replicated), or as it is if x's batch
-  is not sharded. So each device packs its own images, and the gradient of
-  the replicated parameters is summed over devices once, in the parameters'
-  own shapes, after each block-diagonal kernel's gradient has been folded
-  back into its kernel's. (Without the cast below, JAX sums the
-  block-diagonal kernels' gradients, f^2 times larger, across devices.)"""
-
-  def run(params, x):
-    sharding = jax.typeof(x).sharding
-    spec = getattr(sharding, 'spec', None)
-    if not spec or spec[0] is None:
-      return fn(params, x)
-    batch = PartitionSpec(spec[0])
-
-    def local(params, x):
-      # Varying over the batch axes from here on, so that the gradient is
-      # summed over devices here, in the parameters' own shapes.
-      params = jax.tree_util.tree_map(
-        lambda p: jax.lax.pcast(p, spec[0], to='varying'), params
-      )
-      return fn(params, x)
-
-    return jax.shard_map(
-      local, mesh=sharding.mesh, in_specs=(PartitionSpec(), batch), out_specs=batch
-    )(params, x)
-
-  return run
-
-
 def images_per_pack(x: jax.Array, channels: int) -> int:
   """f: the largest power of two with f * channels <= LANES that divides x's
-  batch (1 if the batch size is symbolic). Within `per_device`, x's batch
+  batch (1 if the batch size is symbolic). Within `network.per_device`, x's batch
   is one device's."""
   if not isinstance(x.shape[0], int):
     return 1
