@@ -45,8 +45,9 @@ def _rate(candidate, devices: int) -> str:
   return 'n/a' if rate is None else f'{rate * devices:,.0f}'
 
 
-def progress_printer(devices: int):
-  """An on_candidate callback printing 'candidate n of at most m' lines."""
+def progress_printers():
+  """Planner callbacks (on_candidate, on_compile) printing 'candidate n of at
+  most m' after each candidate and a line before each compile."""
   counts = {}
 
   def show(kind, dtype, candidate, left) -> None:
@@ -63,7 +64,15 @@ def progress_printer(devices: int):
       flush=True,
     )
 
-  return show
+  def compiling(kind, dtype, batch, elapsed) -> None:
+    n = counts.get((kind, dtype), 0) + 1
+    print(
+      f'[{kind} {dtype}] candidate {n}: compiling {batch} per device '
+      f'({elapsed:.0f} s elapsed) ...',
+      flush=True,
+    )
+
+  return show, compiling
 
 
 def table(kind: str, result, devices: int) -> str:
@@ -147,7 +156,7 @@ def main(argv) -> None:
     flush=True,
   )
   cache = report_cache.ReportCache(FLAGS.cache_dir)
-  planner = planning.Planner(config, target, cache, progress_printer(devices))
+  planner = planning.Planner(config, target, cache, *progress_printers())
   summary = {'config': FLAGS['config'].config_filename, 'target': FLAGS.target}
   summary.update(devices=devices, device_memory_bytes=memory, budget_bytes=budget)
   summary['train'] = {}

@@ -213,32 +213,32 @@ def predict_files(
   if not output_dir:
     raise UserError('--output_dir is required: the folder for the masks.')
   paths = find_inputs(inputs)
-  restored = restore.load(workdir, checkpoint)
-  tiles = parse_tile_size(tile_size, restored.config.image_size)
-  mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
   tile_batch = parse_tile_batch(tile_batch)
-  if tile_batch == 'auto':
-    tile_batch = auto_tiles.auto_tile_batch(
-      restored.apply,
-      restored.params,
-      num_classes=restored.config.num_classes,
-      tile_size=tiles,
-      channels=restored.config.num_channels,
-      tta=tta,
-      mesh=mesh,
-    )
+  restored = restore.load(workdir, checkpoint)
+  mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+  auto = tile_batch == 'auto'
   predictor = inference.TiledPredictor(
     restored.apply,
     restored.params,
     num_classes=restored.config.num_classes,
     depth=restored.config.depth,
-    tile_size=tiles,
+    tile_size=parse_tile_size(tile_size, restored.config.image_size),
     overlap=overlap,
-    tile_batch=tile_batch,
+    tile_batch=mesh.size if auto else tile_batch,
     blend=blend,
     tta=tta,
     mesh=mesh,
   )
+  if auto:  # after the predictor has checked the settings
+    predictor.tile_batch = auto_tiles.auto_tile_batch(
+      restored.apply,
+      restored.params,
+      num_classes=restored.config.num_classes,
+      tile_size=predictor.tile_size,
+      channels=restored.config.num_channels,
+      tta=tta,
+      mesh=mesh,
+    )
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
   image_io.make_output_dir(output_dir)
   options = {'save_probabilities': save_probabilities, 'overlays': overlays}

@@ -75,3 +75,14 @@ def test_progress_gives_an_upper_bound_that_holds():
   # After candidate i, at most seen[i] more were needed.
   for i, left in enumerate(seen):
     assert len(result.candidates) - (i + 1) <= left
+
+
+def test_a_jump_in_the_peak_costs_no_more_than_a_few_bisections():
+  # A peak that jumps past the budget (as when a compiler changes its plan):
+  # straight-line estimates creep up one batch at a time; bisection does not.
+  def jumps(batch):
+    return {'peak_bytes': batch if batch <= 500 else 10**6}
+
+  result = batch_search.search(jumps, 1000, 4, limit=4096)
+  assert result.best.batch == 500 and result.first_misfit.batch == 501
+  assert len(result.candidates) <= 20

@@ -11,6 +11,7 @@ target, compiler versions and this package's source.
 """
 
 import dataclasses
+import functools
 import time
 from typing import Callable, Optional, Sequence
 
@@ -34,14 +35,17 @@ class Planner:
     config: the training config (left unchanged: candidates are copies).
     target: where to compile for.
     cache: the report cache (a ReportCache(None) caches nothing).
-    on_candidate: called with (kind, dtype, candidate, steps left, seconds
-      since the search began, whether the report came from the cache).
+    on_candidate: called with (kind, dtype, candidate, at most how many
+      more) after each candidate; its details hold 'cached' and 'elapsed_s'.
+    on_compile: called with (kind, dtype, batch, seconds elapsed) before a
+      candidate that is not in the cache is compiled.
   """
 
   config: ml_collections.ConfigDict
   target: targets.Target
   cache: report_cache.ReportCache
   on_candidate: Optional[Callable] = None
+  on_compile: Optional[Callable] = None
 
   @property
   def devices(self) -> int:
@@ -55,15 +59,19 @@ class Planner:
       config.batch_size = batch_per_device * self.devices
     return config
 
-  def _cached(self, key: dict, compile_fn: Callable[[], dict]) -> tuple[dict, bool]:
+  def _cached(self, key: dict, compile_fn, announce=None) -> tuple[dict, bool]:
     report = self.cache.get(key)
     if report is not None:
       return report, True
+    if announce is not None:
+      announce()
     report = compile_fn()
     self.cache.put(key, report)
     return report, False
 
-  def train_report(self, dtype: str, batch_per_device: int) -> tuple[dict, bool]:
+  def train_report(
+    self, dtype: str, batch_per_device: int, announce=None
+  ) -> tuple[dict, bool]:
     """(report of the train step at this batch and dtype, from the cache?)."""
     config = self.variant(dtype, batch_per_device)
     key = report_cache.make_key(
@@ -80,10 +88,10 @@ class Planner:
       report['peak_bytes'] = full.get('peak_bytes')
       return report
 
-    return self._cached(key, compile_train)
+    return self._cached(key, compile_train, announce)
 
   def tile_report(
-    self, dtype: str, tile_size: Sequence[int], tiles_per_device: int
+    self, dtype: str, tile_size: Sequence[int], tiles_per_device: int, announce=None
   ) -> tuple[dict, bool]:
     """(report of the tile forward at this tile batch and dtype, cached?)."""
     config = self.variant(dtype)
@@ -116,13 +124,17 @@ class Planner:
         self.target.mesh(),
       )
 
-    return self._cached(key, compile_tiles)
+    return self._cached(key, compile_tiles, announce)
 
   def _search(self, kind: str, dtype: str, report_fn, budget, start, limit):
     began = time.perf_counter()
 
     def measure(batch: int) -> dict:
-      report, cached = report_fn(batch)
+      def announce():
+        if self.on_compile is not None:
+          self.on_compile(kind, dtype, batch, time.perf_counter() - began)
+
+      report, cached = report_fn(batch, announce)
       return {**report, 'cached': cached, 'elapsed_s': time.perf_counter() - began}
 
     def progress(candidate, left):
@@ -136,7 +148,7 @@ class Planner:
     starting from the config's own batch."""
     start = max(1, self.config.batch_size // self.devices)
     return self._search(
-      'train', dtype, lambda b: self.train_report(dtype, b), budget, start, limit
+      'train', dtype, functools.partial(self.train_report, dtype), budget, start, limit
     )
 
   def plan_tiles(
@@ -146,7 +158,7 @@ class Planner:
     return self._search(
       'predict',
       dtype,
-      lambda b: self.tile_report(dtype, tile_size, b),
+      functools.partial(self.tile_report, dtype, tile_size),
       budget,
       max(1, tile_batch.FALLBACK // self.devices),
       limit,
