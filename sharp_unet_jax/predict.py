@@ -48,8 +48,8 @@ from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
 from sharp_unet_jax.evaluation import inference, visualize
-from sharp_unet_jax.evaluation import tile_batch as auto_tiles
 from sharp_unet_jax.training import distributed, restore
+from sharp_unet_jax.training import tile_batch as auto_tiles
 
 FLAGS = flags.FLAGS
 

@@ -17,8 +17,7 @@ from predict_test import workdir  # noqa: F401  a workdir to predict with
 
 from configs import tiny
 from sharp_unet_jax.compilation import budgets, report_cache
-from sharp_unet_jax.evaluation import tile_batch
-from sharp_unet_jax.training import aot_steps, planning
+from sharp_unet_jax.training import aot_steps, planning, tile_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,13 +104,13 @@ def test_predict_auto_tile_batch_is_logged(workdir, tmp_path):  # noqa: F811
 def test_auto_tile_batch_falls_back_without_memory_analysis(monkeypatch):
   import jax  # noqa: PLC0415
 
-  from sharp_unet_jax.compilation import compiled, meshes  # noqa: PLC0415
+  from sharp_unet_jax.compilation import meshes  # noqa: PLC0415
   from sharp_unet_jax.model import models  # noqa: PLC0415
 
   config = tiny.get_config()
   model = models.create_model(config, 'cpu')
   params = jax.eval_shape(lambda: models.init_params(model, config, jax.random.key(0)))
-  monkeypatch.setattr(compiled, 'memory', lambda program: {'peak_bytes': None})
+  monkeypatch.setattr(aot_steps, 'memory', lambda program: {'peak_bytes': None})
   chosen = tile_batch.auto_tile_batch(
     lambda p, x: model.apply({'params': p}, x),
     params,

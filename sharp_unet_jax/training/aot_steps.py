@@ -11,21 +11,18 @@ estimate of the step time from the chip's published peaks (chips.py). All
 figures for TPU and GPU are the compiler's estimates, not measurements.
 """
 
-from typing import Callable
+import contextlib
+import time
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from sharp_unet_jax.compilation import compiled as compiled_programs
 from sharp_unet_jax.compilation import hbm_traffic, hlo_stats, targets
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.model import models
 from sharp_unet_jax.training import train
-
-# Kept here for the programs and tests that compile through this module.
-compile_step = compiled_programs.compile_step
-memory = compiled_programs.memory
 
 STEPS = ('init', 'train', 'eval', 'predict')
 # The config key that sizes each step's memory most.
@@ -86,6 +83,26 @@ def _cost(compiled) -> dict:
   return cost or {}
 
 
+def memory(compiled) -> dict[str, Optional[int]]:
+  """Per-device bytes of XLA's memory analysis; peak = arguments + outputs
+  - aliased (donated) + temporaries, the buffers live at once at most."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {'argument_bytes': None, 'output_bytes': None, 'temp_bytes': None}
+  peak = (
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    - stats.alias_size_in_bytes
+    + stats.temp_size_in_bytes
+  )
+  return {
+    'argument_bytes': int(stats.argument_size_in_bytes),
+    'output_bytes': int(stats.output_size_in_bytes),
+    'temp_bytes': int(stats.temp_size_in_bytes),
+    'peak_bytes': int(peak),
+  }
+
+
 def roofline(report: dict, chip, dtype: str, images: int) -> dict:
   """Step time bound by compute or memory traffic, whichever is slower."""
   flops, traffic = report.get('flops'), report.get('bytes_accessed')
@@ -98,9 +115,34 @@ def roofline(report: dict, chip, dtype: str, images: int) -> dict:
   }
 
 
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """Compile-only programs cannot be read back from JAX's persistent cache."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_compilation_cache', enabled)
+
+
+def compile_step(fn, args) -> tuple[Any, Any, float]:
+  """(lowered, compiled, seconds); compiled is an error line if XLA refuses."""
+  start = time.perf_counter()
+  lowered = None
+  try:
+    lowered = fn.lower(*args)
+    with _no_persistent_cache():
+      compiled = lowered.compile()
+  except Exception as e:  # noqa: BLE001  Any compiler error is the answer.
+    message = ' '.join(str(e).split())[:300]
+    return lowered, f'{type(e).__name__}: {message}', time.perf_counter() - start
+  return lowered, compiled, time.perf_counter() - start
+
+
 def summarize(lowered, compiled, target, config, images: int) -> dict:
   """The report of one compiled step (per device)."""
-  report = compiled_programs.memory(compiled)
+  report = memory(compiled)
   report['device_memory_bytes'] = target.chip.memory_bytes if target.chip else None
   cost = _cost(compiled)
   report['cost_source'] = 'compiled'

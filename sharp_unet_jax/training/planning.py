@@ -19,9 +19,9 @@ import jax
 import ml_collections
 
 from sharp_unet_jax.compilation import batch_search, report_cache, targets
-from sharp_unet_jax.evaluation import inference, tile_batch
+from sharp_unet_jax.evaluation import inference
 from sharp_unet_jax.model import models
-from sharp_unet_jax.training import aot_steps
+from sharp_unet_jax.training import aot_steps, tile_batch
 
 DEFAULT_LIMIT = 1024  # most images (or tiles) per device a search tries
 _KEPT = ('compile_s', 'est_step_ms', 'est_images_per_sec_per_device', 'error')

@@ -3,7 +3,8 @@
 Overlap-tile inference (inference.py) runs one compiled function per tile
 shape; its memory grows with the tiles per call. `tile_report` compiles that
 function for a tile batch (abstract inputs: nothing runs) and reads XLA's
-memory analysis of it; `auto_tile_batch` searches for the largest tile batch
+memory analysis of it (as aot_steps compiles the training steps);
+`auto_tile_batch` searches for the largest tile batch
 within a budget on the devices at hand, for `predict --tile_batch=auto`,
 and falls back to a fixed batch where the backend gives no memory analysis
 or the device memory is unknown.
@@ -15,8 +16,9 @@ from absl import logging
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from sharp_unet_jax.compilation import batch_search, budgets, compiled, meshes
+from sharp_unet_jax.compilation import batch_search, budgets, meshes
 from sharp_unet_jax.evaluation import inference
+from sharp_unet_jax.training import aot_steps
 
 FALLBACK = 4  # tiles per call where no memory analysis is available
 AUTO_LIMIT = 32  # most tiles per device that auto tries
@@ -51,11 +53,14 @@ def tile_report(
     ),
     jax.ShapeDtypeStruct((height, width), 'float32', sharding=replicated),
   )
-  _, program, seconds = compiled.compile_step(forward, args)
+  _, program, seconds = aot_steps.compile_step(forward, args)
   report = {'compile_s': round(seconds, 2)}
   if isinstance(program, str):
     return {**report, 'peak_bytes': None, 'error': program}
-  peak = compiled.memory(program).get('peak_bytes')
+  try:
+    peak = aot_steps.memory(program).get('peak_bytes')
+  except Exception:  # noqa: BLE001  a backend without memory analysis
+    peak = None
   if peak is None:
     report['no_memory_analysis'] = True
   return {**report, 'peak_bytes': peak}
