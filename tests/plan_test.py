@@ -79,7 +79,11 @@ def test_local_gives_a_batch_and_a_json_line_and_caches(tmp_path):
 
 def test_a_budget_that_fits_nothing_is_one_error_line(tmp_path):
   done = run_plan(
-    '--target=local', '--memory_limit_gib=0.00001', f'--cache_dir={tmp_path}'
+    '--target=local',
+    '--memory_limit_gib=0.00001',
+    '--dtypes=float32',
+    '--config.depth=1',
+    f'--cache_dir={tmp_path}',
   )
   assert done.returncode == 2
   errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]

@@ -1,14 +1,12 @@
 """The largest tile batch whose compiled tile forward fits a memory budget.
 
-Overlap-tile inference (inference.py) runs one compiled function per tile
-shape; its memory grows with the tiles per call. `tile_report` compiles that
-function for a tile batch (abstract inputs: nothing runs) and reads XLA's
-memory analysis of it (as aot_steps compiles the training steps);
-`auto_tile_batch` searches for the largest tile batch
-within a budget on the devices at hand, for `predict --tile_batch=auto`,
-and falls back to a fixed batch where the backend gives no memory analysis
-or the device memory is unknown.
-"""
+Overlap-tile inference (evaluation/inference.py) runs one compiled function
+per tile shape; its memory grows with the tiles per call. `tile_report`
+compiles that function for a tile batch (abstract inputs: nothing runs)
+through aot_steps and reads XLA's memory analysis of it; `auto_tile_batch`
+searches for the largest tile batch within a budget on the devices at hand,
+for `predict --tile_batch=auto`, and falls back to a fixed batch where the
+backend gives no memory analysis or the device memory is unknown."""
 
 from typing import Optional, Sequence
 
