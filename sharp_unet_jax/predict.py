@@ -1,7 +1,7 @@
 r"""Predicts masks of images of any size with a trained model.
 
   python -m sharp_unet_jax.predict --workdir=DIR --input='scans/*.png' \
-      --output_dir=OUT [--tile_size=64 --overlap=16 --tile_batch=4 \
+      --output_dir=OUT [--tile_size=64 --overlap=16 --tile_batch=4|auto \
       --blend=gaussian --tta=flips --save_probabilities --overlays \
       --checkpoint=latest|best|STEP]
 
@@ -34,19 +34,22 @@ import dataclasses
 import glob
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from absl import flags, logging
+import jax
 import numpy as np
 from PIL import Image
 import tifffile
 import tqdm
 
 from sharp_unet_jax import cli
+from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
 from sharp_unet_jax.evaluation import inference, visualize
 from sharp_unet_jax.training import distributed, restore
+from sharp_unet_jax.training import tile_batch as auto_tiles
 
 FLAGS = flags.FLAGS
 
@@ -79,6 +82,20 @@ def parse_tile_size(value: Optional[str], default: Sequence[int]) -> tuple[int, 
   if len(sides) not in (1, 2):
     raise UserError(f"--tile_size={value} must be 'SIDE' or 'HEIGHT,WIDTH'.")
   return (sides[0], sides[-1])
+
+
+def parse_tile_batch(value) -> Union[int, str]:
+  """A tile count (int) or 'auto'.
+
+  Raises:
+    UserError: for anything else.
+  """
+  text = str(value).strip().lower()
+  if text == 'auto':
+    return text
+  if text.isdigit() and int(text) > 0:
+    return int(text)
+  raise UserError(f"--tile_batch={value} must be a positive number of tiles or 'auto'.")
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -162,7 +179,7 @@ def predict_files(
   checkpoint: str = 'latest',
   tile_size: Optional[str] = None,
   overlap: Optional[int] = None,
-  tile_batch: int = 4,
+  tile_batch: Union[int, str] = 4,
   blend: str = 'gaussian',
   tta: str = 'none',
   save_probabilities: bool = False,
@@ -178,7 +195,9 @@ def predict_files(
     output_dir: where the masks go (created if needed).
     checkpoint: 'latest', 'best' or a step number.
     tile_size: 'SIDE' or 'HEIGHT,WIDTH'; None: the config's image_size.
-    overlap, tile_batch, blend, tta: as `inference.TiledPredictor` takes them.
+    overlap, blend, tta: as `inference.TiledPredictor` takes them.
+    tile_batch: tiles per model call, or 'auto' (tile_batch.auto_tile_batch:
+      the most that fit the devices at hand, by compiling).
     save_probabilities: also write float32 probability TIFFs.
     overlays: also write tinted images.
     progress: show a progress bar over files.
@@ -194,7 +213,10 @@ def predict_files(
   if not output_dir:
     raise UserError('--output_dir is required: the folder for the masks.')
   paths = find_inputs(inputs)
+  tile_batch = parse_tile_batch(tile_batch)
   restored = restore.load(workdir, checkpoint)
+  mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+  auto = tile_batch == 'auto'
   predictor = inference.TiledPredictor(
     restored.apply,
     restored.params,
@@ -202,11 +224,21 @@ def predict_files(
     depth=restored.config.depth,
     tile_size=parse_tile_size(tile_size, restored.config.image_size),
     overlap=overlap,
-    tile_batch=tile_batch,
+    tile_batch=mesh.size if auto else tile_batch,
     blend=blend,
     tta=tta,
     mesh=mesh,
   )
+  if auto:  # after the predictor has checked the settings
+    predictor.tile_batch = auto_tiles.auto_tile_batch(
+      restored.apply,
+      restored.params,
+      num_classes=restored.config.num_classes,
+      tile_size=predictor.tile_size,
+      channels=restored.config.num_channels,
+      tta=tta,
+      mesh=mesh,
+    )
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
   image_io.make_output_dir(output_dir)
   options = {'save_probabilities': save_probabilities, 'overlays': overlays}
@@ -267,7 +299,12 @@ def define_flags() -> None:
     'Pixels shared by neighbouring tiles; default: a quarter of the smaller '
     'tile side, at most 32.',
   )
-  flags.DEFINE_integer('tile_batch', 4, 'Tiles per model call.')
+  flags.DEFINE_string(
+    'tile_batch',
+    '4',
+    "Tiles per model call, or 'auto': the most that fit 90 % of the device's "
+    "memory by XLA's memory analysis of the compiled tile function (logged).",
+  )
   flags.DEFINE_enum('blend', 'gaussian', inference.BLENDS, 'Tile blending weights.')
   flags.DEFINE_enum('tta', 'none', inference.TTAS, 'Test-time augmentation.')
   flags.DEFINE_bool(

@@ -108,6 +108,19 @@ def _forward(params, images, window, *, apply_fn, num_classes: int, tta: str):
   return jnp.mean(probs, axis=0) * window[None, :, :, None]
 
 
+def tile_forward(apply_fn, num_classes: int, tta: str, mesh: jax.sharding.Mesh):
+  """The jitted (params, tiles, window) -> weighted probabilities of a tile
+  batch: params and window replicated over `mesh`, tiles split over it."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  tiles = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
+  return jax.jit(
+    functools.partial(_forward, apply_fn=apply_fn, num_classes=num_classes, tta=tta),
+    in_shardings=(replicated, tiles, replicated),
+    out_shardings=tiles,
+    compiler_options=xla_options.compute_options(meshes.platform(mesh)),
+  )
+
+
 def _checked_overlap(tile_size, depth, overlap, tile_batch, devices, blend, tta):
   """The overlap to use (None: the default); UserError for settings that fail."""
   factor = 2**depth
@@ -193,12 +206,7 @@ class TiledPredictor:
     self._tiles = NamedSharding(mesh, PartitionSpec(meshes.AXIS))
     self._params = jax.device_put(params, replicated)
     self._window = jax.device_put(window, replicated)
-    self._forward = jax.jit(
-      functools.partial(_forward, apply_fn=apply_fn, num_classes=num_classes, tta=tta),
-      in_shardings=(replicated, self._tiles, replicated),
-      out_shardings=self._tiles,
-      compiler_options=xla_options.compute_options(meshes.platform(mesh)),
-    )
+    self._forward = tile_forward(apply_fn, num_classes, tta, mesh)
 
   @property
   def num_outputs(self) -> int:

@@ -1,0 +1,127 @@
+"""The planner: the largest batch that fits, checked by compiling; the
+command's output, cache and error; predict --tile_batch=auto.
+
+The TPU test needs the compile-only wheels of requirements-aot.txt (`make
+test` runs the suite in .venv-aot, which has them).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+from predict_test import workdir  # noqa: F401  a workdir to predict with
+
+from configs import tiny
+from sharp_unet_jax.compilation import budgets, report_cache
+from sharp_unet_jax.training import aot_steps, planning, tile_batch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config():
+  """configs/tiny.py made quicker still to compile for a TPU."""
+  config = tiny.get_config()
+  config.depth, config.image_size = 1, (16, 16)
+  return config
+
+
+def train_peak(config, target, per_device: int) -> int:
+  """The train step's peak bytes per device, compiled apart from the planner."""
+  config = config.copy_and_resolve_references()
+  config.batch_size = per_device * len(target.devices)
+  return aot_steps.compile_all(config, target, steps=('train',))['train']['peak_bytes']
+
+
+def test_on_a_v5e_the_chosen_batch_fits_and_the_next_does_not(tmp_path):
+  target = budgets.resolve('tpu:v5e:2x2')
+  config = small_config()
+  budget = int(0.0005 * budgets.GIB)
+  cache = report_cache.ReportCache(str(tmp_path))
+  result = planning.Planner(config, target, cache).plan_train('float32', budget)
+  chosen = result.best.batch
+  assert result.first_misfit.batch == chosen + 1 and not result.capped
+  config.dtype = 'float32'
+  assert train_peak(config, target, chosen) <= budget
+  assert train_peak(config, target, chosen + 1) > budget
+  assert config.batch_size == tiny.get_config().batch_size  # not changed
+
+
+def run_plan(*flags) -> subprocess.CompletedProcess:
+  command = [sys.executable, '-m', 'sharp_unet_jax.plan', '--config=configs/tiny.py']
+  return subprocess.run(
+    [*command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
+
+
+def test_local_gives_a_batch_and_a_json_line_and_caches(tmp_path):
+  flags = ('--target=local', '--memory_limit_gib=0.004', '--dtypes=float32')
+  flags += (f'--cache_dir={tmp_path}', '--config.depth=1')
+  done = run_plan(*flags)
+  assert done.returncode == 0, done.stderr[-2000:]
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  plan = summary['train']['float32']
+  devices = summary['devices']
+  assert plan['batch'] == plan['batch_per_device'] * devices > 0
+  assert plan['peak_bytes'] <= summary['budget_bytes'] == int(0.004 * 2**30)
+  assert f'--config.batch_size={plan["batch"]} --config.dtype=float32' in done.stdout
+  assert re.search(r'candidate 1 of at most \d+: .* elapsed\)', done.stdout)
+  assert not any(c['cached'] for c in plan['candidates'])
+  again = run_plan(*flags)
+  assert again.returncode == 0, again.stderr[-2000:]
+  replan = json.loads(again.stdout.strip().splitlines()[-1])['train']['float32']
+  assert replan['batch'] == plan['batch']
+  assert all(c['cached'] for c in replan['candidates'])
+
+
+def test_a_budget_that_fits_nothing_is_one_error_line(tmp_path):
+  done = run_plan(
+    '--target=local',
+    '--memory_limit_gib=0.00001',
+    '--dtypes=float32',
+    '--config.depth=1',
+    f'--cache_dir={tmp_path}',
+  )
+  assert done.returncode == 2
+  errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and 'No train batch fits' in errors[0], done.stderr[-2000:]
+  assert 'Traceback' not in done.stderr
+
+
+def test_predict_auto_tile_batch_is_logged(workdir, tmp_path):  # noqa: F811
+  image = tmp_path / 'scan.png'
+  Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(image)
+  command = [sys.executable, '-m', 'sharp_unet_jax.predict', f'--workdir={workdir}']
+  command += [f'--input={image}', f'--output_dir={tmp_path / "out"}']
+  done = subprocess.run(
+    [*command, '--tile_batch=auto'], cwd=ROOT, capture_output=True, text=True
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  chosen = re.search(r'--tile_batch=auto: chose tile_batch=(\d+)', done.stderr)
+  assert chosen and int(chosen.group(1)) >= 1, done.stderr[-2000:]
+  assert os.listdir(tmp_path / 'out') == ['scan.png']
+
+
+def test_auto_tile_batch_falls_back_without_memory_analysis(monkeypatch):
+  import jax  # noqa: PLC0415
+
+  from sharp_unet_jax.compilation import meshes  # noqa: PLC0415
+  from sharp_unet_jax.model import models  # noqa: PLC0415
+
+  config = tiny.get_config()
+  model = models.create_model(config, 'cpu')
+  params = jax.eval_shape(lambda: models.init_params(model, config, jax.random.key(0)))
+  monkeypatch.setattr(aot_steps, 'memory', lambda program: {'peak_bytes': None})
+  chosen = tile_batch.auto_tile_batch(
+    lambda p, x: model.apply({'params': p}, x),
+    params,
+    num_classes=1,
+    tile_size=(32, 32),
+    channels=3,
+    tta='none',
+    mesh=meshes.data_mesh(jax.devices()[:2]),
+  )
+  assert chosen == tile_batch.FALLBACK
