@@ -37,7 +37,8 @@ def _protocol_table(summary: dict) -> list[str]:
     '',
     '| Protocol | Jaccard (IoU) | Dice |',
     '| --- | --- | --- |',
-    f'| Paper: threshold 0.5, per-image mean | {paper["jaccard"]["mean"]:.2f} '
+    f'| Paper: {paper.get("description", "threshold 0.5, per-image mean")} '
+    f'| {paper["jaccard"]["mean"]:.2f} '
     f'| {paper["dice"]["mean"]:.2f} |',
     f'| Per image, mean ± std | {_pm(per_image["iou"], 100, 2)} '
     f'| {_pm(per_image["dice"], 100, 2)} |',
