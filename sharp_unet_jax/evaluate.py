@@ -24,8 +24,11 @@ OUT (default WORKDIR/eval_<split>):
   worst/         image | truth | prediction panels of the N images of lowest
                  Dice.
 
-The paper protocol (Sharp U-Net's evaluation code): probabilities thresholded
-at 0.5 per class, hard Jaccard and Dice per image, mean over images, x 100.
+The paper protocol (Sharp U-Net's evaluation code), per data set
+(evaluation/paper_protocol.py): on the binary sets, probabilities
+thresholded at 0.5, hard Jaccard and Dice per image, mean over images, x 100;
+on covid19_ct, soft probabilities against the 4-channel one-hot truth,
+background included.
 Empty masks follow per_image_metrics' policy: both empty scores 1 (HD95 0),
 exactly one empty scores 0 (HD95 = the image diagonal); the cases are counted
 in the summary, never turned into NaN. With several foreground classes, a
@@ -47,7 +50,12 @@ from sharp_unet_jax import cli
 from sharp_unet_jax.compilation import meshes, xla_options
 from sharp_unet_jax.data import image_io, input_pipeline
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.evaluation import metrics, per_image_metrics, split_report
+from sharp_unet_jax.evaluation import (
+  metrics,
+  paper_protocol,
+  per_image_metrics,
+  split_report,
+)
 from sharp_unet_jax.training import distributed, restore
 
 FLAGS = flags.FLAGS
@@ -163,19 +171,27 @@ def _stats(values) -> dict[str, float]:
 
 
 def score_images(
-  indices, examples, labels, probabilities, num_classes, spacing, rule=SKIP_ABSENT
+  indices,
+  examples,
+  labels,
+  probabilities,
+  num_classes,
+  spacing,
+  rule=SKIP_ABSENT,
+  protocol=paper_protocol.HARD_FOREGROUND,
 ) -> list[dict]:
   """One CSV row per image: scores averaged over classes, then per class.
 
   `rule` (per_image_metrics.ABSENT_RULES) says whether a class absent from
-  both truth and prediction enters the image's mean over classes.
+  both truth and prediction enters the image's mean over classes; `protocol`
+  (paper_protocol.for_dataset) is what paper_jaccard and paper_dice compute.
   """
   rows = []
   for k, index in enumerate(indices):
     true, pred = examples['mask'][k], labels[k]
     classes = per_image_metrics.image_scores(pred, true, num_classes, spacing)
-    jaccard, dice = per_image_metrics.paper_scores(
-      probabilities[k], true, num_classes, rule
+    jaccard, dice = paper_protocol.scores(
+      protocol, probabilities[k], true, num_classes, rule
     )
     absent = [c.empty_case == per_image_metrics.BOTH_EMPTY for c in classes]
     ident = examples['id'][k]
@@ -214,9 +230,10 @@ def score_split(
   """
   rows, candidates = [], {}
   num_classes = restored.config.num_classes
+  protocol = paper_protocol.for_dataset(restored.config.dataset)
   for indices, examples, labels, probabilities in predict_batches(restored, data, mesh):
     batch_rows = score_images(
-      indices, examples, labels, probabilities, num_classes, spacing, rule
+      indices, examples, labels, probabilities, num_classes, spacing, rule, protocol
     )
     rows += batch_rows
     for k, row in enumerate(batch_rows):
@@ -233,7 +250,7 @@ def score_split(
 def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> dict:
   """Per-image statistics, pooled scores, paper protocol and empty counts."""
   classes = range(1, max(num_classes, 2))
-  pooled = {}
+  pooled, present = {}, []
   for c in classes:
     inter = sum(r[f'intersection_class{c}'] for r in rows)
     pred = sum(r[f'predicted_class{c}'] for r in rows)
@@ -242,6 +259,10 @@ def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> 
       'dice': 2.0 * inter / (pred + true) if pred + true else 1.0,
       'iou': inter / (pred + true - inter) if pred + true - inter else 1.0,
     }
+    if pred + true:
+      present.append(f'class{c}')
+  # As metrics.PooledDice: a class absent from the whole split is left out.
+  kept = [pooled[name] for name in present] or list(pooled.values())
   return {
     'num_images': len(rows),
     'hd95_unit': 'mm' if spacing else 'pixels',
@@ -252,9 +273,10 @@ def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> 
       for c in classes
     },
     'pooled': {
-      'dice': float(np.mean([p['dice'] for p in pooled.values()])),
-      'iou': float(np.mean([p['iou'] for p in pooled.values()])),
+      'dice': float(np.mean([p['dice'] for p in kept])),
+      'iou': float(np.mean([p['iou'] for p in kept])),
       'per_class': pooled,
+      'classes_absent_from_split': len(pooled) - len(present),
     },
     'paper_protocol': {
       'threshold': 0.5,
@@ -345,6 +367,10 @@ def evaluate(
     'image_size': list(config.image_size),
     **summarize(rows, config.num_classes, spacing, absent_classes),
   }
+  protocol = paper_protocol.for_dataset(config.dataset)
+  summary['paper_protocol'].update(
+    name=protocol, description=paper_protocol.DESCRIPTIONS[protocol]
+  )
   if is_chief:  # the reports are written once, by process 0
     summary['worst'] = split_report.write_worst(
       output_dir, data, worst_labels, rows, num_worst

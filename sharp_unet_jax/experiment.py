@@ -26,13 +26,17 @@ ensemble of the K fold models of each seed.
 Scores: each test image gets the paper's hard Jaccard and Dice (threshold
 0.5, x 100; per_image_metrics.paper_scores; with several classes, a class
 absent from both truth and prediction is left out of that image's mean
-unless --absent_classes=count_absent). Written to DIR:
+unless --absent_classes=count_absent). Each run also gets the paper's own
+metric for its data set (evaluation/paper_protocol.py; on covid19_ct soft
+probabilities against the 4-channel one-hot, background included), shown
+beside the published numbers where it differs. Written to DIR:
 
   results.json  per model: mean and population std over seeds (the paper's
                 table) and per seed; the comparison (statistics.compare):
                 seed_level (one paired difference Sharp U-Net - U-Net per
                 seed, mean, 95 % t-interval and bootstrap interval),
-                hierarchical_bootstrap (seeds, then images) and image_level
+                seeds_x_images (a two-way random-effects interval over
+                seeds and the shared test images) and image_level
                 (paired tests within each seed, secondary); with --folds, cv.
   results.md    the same as tables, saying n, the unit, the test and what
                 the result does not show.
@@ -48,12 +52,16 @@ import time
 from typing import Sequence
 
 from absl import logging
-import numpy as np
 
 from sharp_unet_jax import experiment_cv, experiment_runs, replicas, workdirs
 from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.evaluation import experiment_report, per_image_metrics, statistics
+from sharp_unet_jax.evaluation import (
+  experiment_report,
+  paper_protocol,
+  per_image_metrics,
+  statistics,
+)
 from sharp_unet_jax.training import train
 
 MODELS = experiment_report.MODELS
@@ -120,7 +128,8 @@ def per_image_scores(directory: str, test_data, rule: str) -> dict:
 
 def describe(config, budget: str, seeds: int, rule: str) -> dict:
   """What every summary states: data, protocol, budget, seeds, rule."""
-  paper_protocol = config.eval_split == config.test_split
+  stops_on_test = config.eval_split == config.test_split
+  protocol = paper_protocol.for_dataset(config.dataset)
   return {
     'dataset': config.dataset,
     'test_split': config.test_split,
@@ -132,7 +141,7 @@ def describe(config, budget: str, seeds: int, rule: str) -> dict:
     'protocol_label': (
       "the paper's protocol: the validation split is the test split, so the "
       'checkpoint is chosen on the images reported'
-      if paper_protocol
+      if stops_on_test
       else 'independent train / validation / test splits'
     ),
     'protocol': (
@@ -141,6 +150,8 @@ def describe(config, budget: str, seeds: int, rule: str) -> dict:
     ),
     'absent_class_rule': rule,
     'paper': experiment_report.paper_numbers(config.dataset),
+    'paper_protocol': protocol,
+    'paper_protocol_description': paper_protocol.DESCRIPTIONS[protocol],
   }
 
 
@@ -161,8 +172,7 @@ def summarize(config, workdir: str, models, seeds: int, rule: str) -> dict:
         {
           'seed': int(config.seed) + k,
           'workdir': directory,
-          'jaccard': float(np.mean(scores['jaccard'])),
-          'dice': float(np.mean(scores['dice'])),
+          **experiment_runs.run_means(scores),
           'step': metrics['step'],
           'last_step': metrics.get('last_step', metrics['step']),
           'checkpoint': scores['checkpoints'][0],
@@ -170,11 +180,7 @@ def summarize(config, workdir: str, models, seeds: int, rule: str) -> dict:
       )
       per_image.setdefault(model, []).append(scores['dice'])
       left_out += scores['classes_left_out']
-    summary['models'][model] = {
-      'jaccard': experiment_report.mean_std([r['jaccard'] for r in runs]),
-      'dice': experiment_report.mean_std([r['dice'] for r in runs]),
-      'runs': runs,
-    }
+    summary['models'][model] = experiment_runs.model_table(runs)
   summary['classes_left_out'] = left_out
   if all(model in per_image for model in MODELS):
     seed_values = [int(config.seed) + k for k in range(seeds)]

@@ -122,18 +122,13 @@ def ensemble_test(config, workdir, models, seeds, folds, tta, rule) -> dict:
       runs.append(
         {
           'seed': int(config.seed) + index,
-          'jaccard': float(np.mean(scores['jaccard'])),
-          'dice': float(np.mean(scores['dice'])),
+          **experiment_runs.run_means(scores),
           'checkpoint': f'ensemble of {folds} folds, tta {tta}',
         }
       )
       per_image.setdefault(model, []).append(scores['dice'])
       left_out += scores['classes_left_out']
-    per_model[model] = {
-      'jaccard': experiment_report.mean_std([r['jaccard'] for r in runs]),
-      'dice': experiment_report.mean_std([r['dice'] for r in runs]),
-      'runs': runs,
-    }
+    per_model[model] = experiment_runs.model_table(runs)
   return {
     'num_test_images': len(test_data),
     'models': per_model,

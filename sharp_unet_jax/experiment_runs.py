@@ -20,6 +20,7 @@ from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import (
   experiment_report,
   learning_curves,
+  paper_protocol,
   per_image_metrics,
 )
 from sharp_unet_jax.training import restore, train
@@ -142,25 +143,40 @@ def test_scores(directories, test_data, rule: str, tta: str = 'none') -> dict:
   One directory scores that run; several score their ensemble.
 
   Returns:
-    {'jaccard': [...], 'dice': [...], 'classes_left_out': count}.
+    {'jaccard': [...], 'dice': [...], 'classes_left_out': count}: hard,
+    foreground scores at threshold 0.5 under `rule`; and 'paper_jaccard',
+    'paper_dice', 'paper_protocol': the data set's paper metric
+    (paper_protocol.for_dataset).
   """
-  num_classes = restore.load_config(directories[0]).num_classes
-  jaccard, dice, left_out = [], [], 0
+  config = restore.load_config(directories[0])
+  num_classes = config.num_classes
+  protocol = paper_protocol.for_dataset(config.dataset)
+  scores = {key: [] for key in ('jaccard', 'dice', 'paper_jaccard', 'paper_dice')}
+  left_out = 0
   for masks, probabilities in averaged_probabilities(directories, test_data, tta):
     for true, probs in zip(masks, probabilities):
       j, d, absent = per_image_metrics.paper_class_scores(probs, true, num_classes)
-      jaccard.append(100.0 * per_image_metrics.mean_over_classes(j, absent, rule))
-      dice.append(100.0 * per_image_metrics.mean_over_classes(d, absent, rule))
+      scores['jaccard'].append(
+        100.0 * per_image_metrics.mean_over_classes(j, absent, rule)
+      )
+      scores['dice'].append(
+        100.0 * per_image_metrics.mean_over_classes(d, absent, rule)
+      )
+      paper = paper_protocol.scores(protocol, probs, true, num_classes, rule)
+      scores['paper_jaccard'].append(float(paper[0]))
+      scores['paper_dice'].append(float(paper[1]))
       skipped = rule == per_image_metrics.SKIP_ABSENT and not absent.all()
       left_out += int(absent.sum()) if skipped and len(absent) > 1 else 0
-  return {'jaccard': jaccard, 'dice': dice, 'classes_left_out': left_out}
+  return {**scores, 'classes_left_out': left_out, 'paper_protocol': protocol}
 
 
 def cached_test_scores(path: str, directories, test_data, rule, tta='none') -> dict:
   """test_scores, cached in `path` for the same rule and views."""
   if os.path.exists(path):
     cached = read_json(path)
-    if cached.get('rule') == rule and cached.get('tta') == tta:
+    if (
+      cached.get('rule') == rule and cached.get('tta') == tta and 'paper_dice' in cached
+    ):
       return cached
   scores = test_scores(directories, test_data, rule, tta)
   scores.update(
@@ -171,6 +187,25 @@ def cached_test_scores(path: str, directories, test_data, rule, tta='none') -> d
   )
   workdirs.write_json_atomically(path, scores)
   return scores
+
+
+def run_means(scores: dict) -> dict:
+  """A run's (or ensemble's) test-set means of its per-image scores."""
+  keys = ('jaccard', 'dice', 'paper_jaccard', 'paper_dice')
+  return {key: float(np.mean(scores[key])) for key in keys}
+
+
+def model_table(runs: list[dict]) -> dict:
+  """One model's row: mean and population std over runs, and the runs."""
+  stats = {
+    key: experiment_report.mean_std([run[key] for run in runs])
+    for key in ('jaccard', 'dice')
+  }
+  stats['paper_metric'] = {
+    key: experiment_report.mean_std([run[f'paper_{key}'] for run in runs])
+    for key in ('jaccard', 'dice')
+  }
+  return {**stats, 'runs': runs}
 
 
 def num_examples(config, split: str) -> int:

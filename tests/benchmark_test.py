@@ -54,7 +54,39 @@ def test_cli_prints_json_with_required_keys_as_last_line():
   assert result['image_size'] == [16, 32] and result['batch_size'] == 2
   # 2 * (3x3 conv) FLOPs of the first layer alone are a lower bound per image.
   assert result['gflops_per_image'] > 2 * 16 * 32 * 9 * 3 * 4 / 1e9
-  assert result['achieved_gflops'] < 50 * result['matmul_peak_gflops']
+  # The derived rates, from the reported step time (ms) and batch (2 images).
+  images_per_sec = 2 / (result['step_ms_median'] / 1e3)
+  assert result['images_per_sec'] == pytest.approx(images_per_sec)
+  achieved = result['gflops_per_image'] * images_per_sec
+  assert result['achieved_gflops'] == pytest.approx(achieved)
+  assert result['fraction_of_matmul_peak'] == pytest.approx(
+    achieved / result['matmul_peak_gflops']
+  )
+
+
+def conv_flops(h, w, channels, filters, depth, sharp):
+  """2 x the multiply-adds of the U-Net's convolutions on one image.
+
+  Counted by hand: a 3x3 'SAME' convolution on h x w makes (3h - 2)(3w - 2)
+  products per input and output channel pair (the taps inside the image); a
+  2x2 stride-2 transposed convolution one per output pixel and channel pair;
+  Sharp U-Net adds a depthwise 3x3 convolution on each skip.
+  """
+  total, c_in = 0, channels
+
+  def taps(level):
+    return (3 * h / 2**level - 2) * (3 * w / 2**level - 2)
+
+  for level in range(depth + 1):
+    c = filters * 2**level
+    total += 2 * taps(level) * (c_in * c + c * c)
+    c_in = c
+  for level in reversed(range(depth)):
+    c = filters * 2**level
+    total += 2 * (h * w / 4**level) * 2 * c * c  # 2x2 up-conv, 2c -> c
+    total += 2 * taps(level) * (2 * c * c + c * c)  # on [up, skip], then c -> c
+    total += 2 * taps(level) * c * sharp
+  return total + 2 * h * w * filters  # the 1x1 head
 
 
 def test_infer_mode_costs_less_than_train_in_process():
@@ -64,6 +96,10 @@ def test_infer_mode_costs_less_than_train_in_process():
   train = benchmark.run(mode='train', steps=1, warmup=0, matmul_size=128, **sizes)
   # A forward pass is about a third of forward + backward.
   assert 0 < infer['gflops_per_image'] < 0.6 * train['gflops_per_image']
+  # XLA's count of the forward pass: the convolutions counted by hand, plus
+  # a few per cent of bias adds and ReLUs.
+  by_hand = conv_flops(32, 32, 3, 4, 2, sharp=True) / 1e9
+  assert by_hand <= infer['gflops_per_image'] <= 1.1 * by_hand
   with pytest.raises(ValueError, match='Unknown mode'):
     benchmark.run(mode='tiled', steps=1, **sizes)
 
@@ -84,7 +120,7 @@ def test_bfloat16_compute_is_close_to_float32_on_cpu():
   assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * scale
 
 
-def test_baseline_model_comparison_builds_both_models_and_orients_ratios(monkeypatch):
+def test_baseline_model_comparison_orients_ratios_of_fake_timings(monkeypatch):
   built = []
 
   class FakeBench:
@@ -109,6 +145,25 @@ def test_baseline_model_comparison_builds_both_models_and_orients_ratios(monkeyp
   assert result['model'] == 'sharp_unet' and result['baseline_model'] == 'unet'
   assert result['step_time_ratio'] == 3.0  # median 3 ms over median 1 ms
   assert result['round_step_time_ratios'] == [2.0, 4.0]
+
+
+def test_baseline_model_comparison_builds_both_real_models(monkeypatch):
+  flops = {}
+
+  class Recording(benchmark.InferBench):
+    def __init__(self, config):
+      super().__init__(config)
+      flops[config.model] = self.flops
+
+  monkeypatch.setattr(benchmark, 'InferBench', Recording)
+  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
+  result = benchmark.run(
+    mode='infer', steps=1, rounds=1, warmup=0, baseline_model='unet', **sizes
+  )
+  assert result['model'] == 'sharp_unet' and set(flops) == {'sharp_unet', 'unet'}
+  # The two compiled programs differ by the sharp block's depthwise work only.
+  extra = conv_flops(32, 32, 3, 4, 2, True) - conv_flops(32, 32, 3, 4, 2, False)
+  assert flops['sharp_unet'] - flops['unet'] == pytest.approx(4 * extra, rel=0.1)
 
 
 def test_baseline_model_rejects_modes_and_flags_it_cannot_honour():

@@ -69,7 +69,7 @@ def test_writes_csv_json_markdown_and_worst_overlays(trained_workdir, evaluated)
   assert set(counts) == {'both_empty', 'pred_empty', 'true_empty'}
   with open(os.path.join(out, 'summary.md')) as f:
     text = f.read()
-  assert 'Paper: threshold 0.5, per-image mean' in text
+  assert 'Paper: probabilities thresholded at 0.5 per foreground class' in text
   assert f'{summary["paper_protocol"]["dice"]["mean"]:.2f}' in text
 
   worst = sorted(os.listdir(os.path.join(out, 'worst')))
@@ -226,7 +226,10 @@ def test_evaluate_leaves_a_class_absent_from_both_out_of_the_image_mean():
   old_row, old_summary = scored('count_absent')
   assert old_row['dice'] == pytest.approx((6 / 7 + 6 / 8 + 1) / 3)
   assert old_summary['classes_left_out'] == 0
-  # Pooled scores do not depend on the rule.
+  # Pooled scores do not depend on the rule; class 3, absent from the whole
+  # split, is left out of them (class 1: 2 x 3 / (3 + 4); class 2: 2 x 3 / 8).
   assert summary['pooled'] == old_summary['pooled']
+  assert summary['pooled']['dice'] == pytest.approx((6 / 7 + 6 / 8) / 2)
+  assert summary['pooled']['classes_absent_from_split'] == 1
   with pytest.raises(UserError, match='--absent_classes=average'):
     evaluate.evaluate('unused', absent_classes='average')

@@ -4,13 +4,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
-from sharp_unet_jax import experiment, experiment_runs
+from sharp_unet_jax import experiment, experiment_runs, replicas
 from sharp_unet_jax.evaluation import experiment_report, statistics
-from sharp_unet_jax.training import restore, train
+from sharp_unet_jax.training import checkpointing, restore, train
 
 
 def small_config(tfds_dir):
@@ -61,17 +61,29 @@ def test_writes_results_in_the_papers_layout(finished):
   ]
   assert seed_level['differences'] == pytest.approx(expected)
   assert seed_level['mean'] == pytest.approx(np.mean(expected))
-  for key in ('ci95_t', 'ci95_bootstrap'):
-    low, high = seed_level[key]
-    assert low <= seed_level['mean'] <= high
-  low, high = saved['hierarchical_bootstrap']['ci95']
-  assert low <= seed_level['mean'] + 1e-9 and seed_level['mean'] - 1e-9 <= high
+  # t-interval of 2 seeds by hand: mean +- t(0.975, 1 df) |d0 - d1| / 2, with
+  # t = 12.7062 (tables): the sample std of two values is |d0 - d1| / sqrt 2.
+  half = 12.7062 * abs(expected[0] - expected[1]) / 2
+  assert seed_level['ci95_t'] == pytest.approx(
+    [np.mean(expected) - half, np.mean(expected) + half], abs=1e-3
+  )
+  # The seeds x images interval is taken on the (seeds, images) table of
+  # per-image Dice differences that the runs cached, in that orientation.
+  table = [
+    np.subtract(*(read_per_image(saved, model, k) for model in ('sharp_unet', 'unet')))
+    for k in range(2)
+  ]
+  crossed = statistics.seeds_x_images(table)
+  for key in ('mean', 'ci95', 'df'):
+    assert saved['seeds_x_images'][key] == pytest.approx(crossed[key]), key
+  assert saved['seeds_x_images']['num_images'] == 16
   # Secondary: image-level paired tests, one per seed, on the 16 test images.
   assert [row['seed'] for row in saved['image_level']] == [0, 1]
-  for row, difference in zip(saved['image_level'], expected):
+  for row, difference, per_image in zip(saved['image_level'], expected, table):
     assert row['num_images'] == 16
     assert row['mean_difference'] == pytest.approx(difference)
-    assert 0.0 <= row['wilcoxon_p'] <= 1.0
+    assert row['images_better'] == np.sum(per_image > 0)
+    assert row['images_worse'] == np.sum(per_image < 0)
   assert saved['paper'] is None  # synthetic data: no published numbers
   assert saved['budget'] == 'fixed'
   assert os.path.getsize(os.path.join(workdir, 'validation_dice.png')) > 1000
@@ -81,7 +93,15 @@ def test_writes_results_in_the_papers_layout(finished):
   assert '| Dataset | U-Net Jaccard | Sharp U-Net Jaccard | U-Net Dice |' in text
   assert 'Unit: the seed (n = 2)' in text and '95 % t-interval' in text
   assert 'Secondary: image-level' in text and 'What this does not show' in text
+  assert 'Over seeds and test images together' in text
   assert summary['models'].keys() == saved['models'].keys()
+
+
+def read_per_image(saved: dict, model: str, k: int) -> np.ndarray:
+  """Run k's cached per-image test Dice, read from its folder."""
+  folder = saved['models'][model]['runs'][k]['workdir']
+  with open(os.path.join(folder, experiment.PER_IMAGE)) as f:
+    return np.asarray(json.load(f)['dice'])
 
 
 def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch):
@@ -114,16 +134,41 @@ def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
     config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
   )
   assert summary['vmap'] and 'seed_level' not in summary
+  # Adam's first steps move each weight by about lr x sign(gradient), so the
+  # weights say little about the gradients' size; its moments do: after 2
+  # steps mu = 0.09 g1 + 0.1 g2 and nu = 0.000999 g1^2 + 0.001 g2^2.
+  unet = experiment.run_config(config, 'unet', 0)
+  manager = checkpointing.create_manager(os.path.join(vmapped, 'unet_vmap_state'))
+  stacked = checkpointing.restore(
+    manager, replicas.ReplicaTrainer(unet).init(jnp.arange(2, dtype=jnp.int32))
+  )
+  manager.close()
   for k in range(2):
     ours = restore.load(experiment.run_dir(vmapped, 'unet', k))
-    theirs = restore.load(experiment.run_dir(workdir, 'unet', k))
-    assert ours.step == theirs.step == 2
+    manager = checkpointing.create_manager(experiment.run_dir(workdir, 'unet', k))
+    theirs = checkpointing.restore(manager, train.Trainer(unet).initial_state())
+    manager.close()
+    assert ours.step == int(theirs.step) == 2 == int(stacked.step[k])
+    one = jax.tree.map(lambda leaf: leaf[k], stacked)
+    # Same init, batches and steps; only float summation order differs. The
+    # Adam moments, relative to each leaf's scale: a gradient off by a factor
+    # fails here even where the weights agree.
+    pairs = zip(
+      jax.tree_util.tree_leaves(one.opt_state),
+      jax.tree_util.tree_leaves(theirs.opt_state),
+      strict=True,
+    )
+    for a, b in pairs:
+      scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
     for a, b in zip(
-      jax.tree_util.tree_leaves(ours.params), jax.tree_util.tree_leaves(theirs.params)
+      jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(theirs.params)
     ):
-      # Same init, batches and steps; only float summation order differs
-      # (Adam's first steps move each weight by about lr = 1e-3).
-      np.testing.assert_allclose(a, b, atol=2e-4, rtol=0)
+      np.testing.assert_allclose(a, b, atol=2e-4, rtol=0)  # about lr x sign(g)
+    for a, b in zip(
+      jax.tree_util.tree_leaves(ours.params), jax.tree_util.tree_leaves(stacked.params)
+    ):
+      np.testing.assert_array_equal(a, np.asarray(b)[k])  # the run folder's copy
   # A rerun finds everything finished.
   again = experiment.run_experiment(
     config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
@@ -131,15 +176,18 @@ def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
   assert again['train_seconds'] == {}
 
 
-def test_paired_comparison_matches_scipy():
-  rng = np.random.default_rng(1)
-  a = rng.uniform(70, 90, 50)
-  b = a + rng.normal(0.5, 1.0, 50)
+def test_paired_comparison_by_hand():
+  a = np.full(6, 80.0)
+  b = a + np.array([1.0, -2.0, 3.0, 4.0, 5.0, 6.0])
   result = statistics.paired_comparison(a, b, samples=2000)
-  assert result['mean_difference'] == pytest.approx(np.mean(b - a))
-  assert result['wilcoxon_p'] == pytest.approx(stats.wilcoxon(b - a).pvalue)
-  low, high = result['ci95']
-  assert low < np.mean(b - a) < high and high - low < 1.0
+  assert result['mean_difference'] == pytest.approx(17 / 6)
+  assert (result['images_better'], result['images_worse']) == (5, 1)
+  # Wilcoxon signed-rank, exact: the |differences| rank 1..6, the one negative
+  # has rank 2, so W- = 2; two-sided p = 2 P(W- <= 2) under the null, where
+  # each of the 2^6 = 64 sign patterns is equally likely and 3 of them ({},
+  # {1}, {2}) have a negative rank sum <= 2: p = 2 x 3 / 64 = 0.09375.
+  assert result['wilcoxon_statistic'] == 2.0
+  assert result['wilcoxon_p'] == pytest.approx(0.09375)
   same = statistics.paired_comparison(a, a, samples=100)
   assert same['wilcoxon_p'] == 1.0 and same['ci95'] == [0.0, 0.0]
 

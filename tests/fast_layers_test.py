@@ -64,6 +64,16 @@ def test_upconv_equals_conv_transpose(dtype, implementation):
   np.testing.assert_allclose(
     np.asarray(out, np.float32), np.asarray(ref_out, np.float32), rtol=tol, atol=tol
   )
+  # Independent of Flax and lax: the definition in numpy. Input pixel (i, j)
+  # paints output pixels (2i + a, 2j + b) with kernel tap (1 - a, 1 - b)
+  # (nn.ConvTranspose's kernel orientation), plus the bias.
+  kernel = np.asarray(params['params']['kernel'], np.float64)[::-1, ::-1]
+  expected = np.einsum('nijc,abco->niajbo', np.asarray(x, np.float64), kernel)
+  expected = expected.reshape(2, 10, 6, 4) + np.asarray(params['params']['bias'])
+  scale = np.max(np.abs(expected))
+  np.testing.assert_allclose(
+    np.asarray(out, np.float64), expected, rtol=0, atol=tol * scale / 5
+  )
 
   def loss(module):
     return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x).astype(jnp.float32)))

@@ -62,12 +62,25 @@ def test_multiclass_averages_foreground_classes():
   pred = np.array([[[1, 1], [1, 2]]])
   # class 1: I=2, P=3, T=2 -> 0.8 ; class 2: I=1, P=1, T=2 -> 2/3 ; class 3 empty -> 1
   out = evaluate(pred, true, num_classes=4)
-  # Pooled: unchanged, the absent class 3 counts as 1 over the data set.
-  assert out['dice'] == pytest.approx((0.8 + 2 / 3 + 1) / 3)
+  # Pooled: class 3 has no pixel in the whole split either: left out too.
+  assert out['dice'] == pytest.approx((0.8 + 2 / 3) / 2)
+  assert out['iou'] == pytest.approx((2 / 3 + 1 / 2) / 2)
   # Per image: class 3, absent from truth and prediction, is left out.
   assert out['dice_per_image'] == pytest.approx((0.8 + 2 / 3) / 2)
   # class 1: IoU 2/3; class 2: IoU 1/2.
   assert out['iou_per_image'] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_pooled_keeps_a_class_present_in_any_image():
+  # Class 2 is absent from image 0 but present in image 1: pooled, it counts.
+  true = np.array([[[1, 1], [0, 0]], [[2, 2], [0, 0]]])
+  pred = np.array([[[1, 1], [0, 0]], [[2, 0], [0, 0]]])
+  out = evaluate(pred, true, num_classes=4)
+  # class 1: I=2, P=2, T=2 -> 1; class 2: I=1, P=1, T=2 -> 2/3; class 3 absent.
+  assert out['dice'] == pytest.approx((1 + 2 / 3) / 2)
+  assert out['dice_per_image'] == pytest.approx((1 + 2 / 3) / 2)
+  nothing = np.zeros((1, 2, 2))
+  assert evaluate(nothing, nothing, num_classes=4)['dice'] == 1.0
 
 
 def test_hard_predictions_threshold_and_argmax():

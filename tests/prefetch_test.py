@@ -1,6 +1,7 @@
 """The device prefetcher: overlap with the step, errors, bounded, clean stop."""
 
 import itertools
+import threading
 import time
 
 import jax
@@ -9,8 +10,6 @@ import numpy as np
 import pytest
 
 from sharp_unet_jax.data import prefetch
-
-DELAY = 0.15
 
 
 @pytest.fixture(scope='module')
@@ -37,15 +36,30 @@ def test_batches_arrive_in_order_as_global_arrays(sharding):
 
 
 def test_next_batch_loads_while_the_step_runs(sharding):
-  """A slow loader and a slow step take about the larger time, not the sum."""
-  steps = 6
-  begin = time.perf_counter()
-  with prefetch.DevicePrefetcher(host_batches(steps, DELAY), sharding) as batches:
-    for _ in batches:
-      time.sleep(DELAY)  # the step
-  overlapped = time.perf_counter() - begin
-  serial = 2 * steps * DELAY
-  assert overlapped < 0.75 * serial, (overlapped, serial)
+  """Batch k + 1 is read while step k runs; checked by events, not a clock.
+
+  The loader may read batch k + 1 only once step k has begun, and step k
+  does not end until batch k + 1 has been read: a prefetcher that reads only
+  when asked (between steps) gets stuck and times out. depth=1: with more,
+  batch k + 1 is taken before step k, by design.
+  """
+  steps, wait_s = 5, 30.0
+  step_began = [threading.Event() for _ in range(steps)]
+  read = [threading.Event() for _ in range(steps)]
+
+  def loader():
+    for i, batch in enumerate(host_batches(steps)):
+      if i and not step_began[i - 1].wait(wait_s):
+        raise TimeoutError(f'batch {i} was wanted before step {i - 1} began')
+      read[i].set()
+      yield batch
+
+  with prefetch.DevicePrefetcher(loader(), sharding, depth=1) as batches:
+    for k, _ in enumerate(batches):
+      step_began[k].set()  # the step
+      if k + 1 < steps:
+        assert read[k + 1].wait(wait_s), f'batch {k + 1} was not read during step {k}'
+  assert all(event.is_set() for event in read)
 
 
 def test_a_loader_error_reaches_the_consumer_with_its_message(sharding):

@@ -15,7 +15,9 @@ of a class, its Dice and IoU for that class are 1 (a perfect "nothing there");
 when exactly one of them is empty, they are 0. An image's per-image score
 averages only the classes present in its truth or prediction (an absent class
 would raise every such image's score); an image with no class present scores
-1. The pooled scores follow the same rule over the whole data set.
+1. The pooled scores follow the same rule over the whole data set: a class
+with no true and no predicted pixel in any image is left out of the mean
+over classes (it would score 1); if every class is absent, the score is 1.
 """
 
 from typing import Optional
@@ -131,18 +133,20 @@ class PooledOverlap(metrics.Metric):
 
 @flax.struct.dataclass
 class PooledDice(PooledOverlap):
-  """Dataset-level Dice, averaged over foreground classes."""
+  """Dataset-level Dice, averaged over the foreground classes present."""
 
   def compute(self):
-    return jnp.mean(dice_from_counts(self.intersection, self.predicted, self.true))
+    scores = dice_from_counts(self.intersection, self.predicted, self.true)
+    return present_class_mean(scores, self.predicted, self.true)
 
 
 @flax.struct.dataclass
 class PooledIoU(PooledOverlap):
-  """Dataset-level IoU (Jaccard), averaged over foreground classes."""
+  """Dataset-level IoU (Jaccard), averaged over the foreground classes present."""
 
   def compute(self):
-    return jnp.mean(iou_from_counts(self.intersection, self.predicted, self.true))
+    scores = iou_from_counts(self.intersection, self.predicted, self.true)
+    return present_class_mean(scores, self.predicted, self.true)
 
 
 @flax.struct.dataclass
@@ -175,26 +179,33 @@ class PooledSoftIoU(metrics.Metric):
     )
 
 
-def per_image_mean(scores, predicted, true):
-  """Each image's mean over its foreground classes, absent classes left out.
+def present_class_mean(scores, predicted, true):
+  """Mean over the last (class) axis of the classes with a pixel; 1 if none.
 
-  A class with neither a true nor a predicted pixel in an image says nothing
-  about that image and is left out of its mean; an image where every class is
-  absent scores 1 (nothing to find, nothing found). With one foreground class
-  this is the plain score.
+  A class with neither a true nor a predicted pixel says nothing and is left
+  out; where every class is absent the result is 1 (nothing to find, nothing
+  found). With one foreground class this is the plain score.
 
   Args:
-    scores: (N, K - 1) per-image, per-class scores.
-    predicted: (N, K - 1) predicted pixel counts.
-    true: (N, K - 1) true pixel counts.
+    scores: (..., K - 1) per-class scores.
+    predicted: (..., K - 1) predicted pixel counts.
+    true: (..., K - 1) true pixel counts.
 
   Returns:
-    (N,) per-image means.
+    (...) means.
   """
   present = (predicted + true) > 0
   kept = jnp.sum(jnp.where(present, scores, 0.0), axis=-1)
   count = jnp.sum(present, axis=-1)
   return jnp.where(count > 0, kept / jnp.maximum(count, 1), 1.0)
+
+
+def per_image_mean(scores, predicted, true):
+  """Each image's mean over its foreground classes, absent classes left out.
+
+  present_class_mean over (N, K - 1) per-image, per-class arrays: (N,).
+  """
+  return present_class_mean(scores, predicted, true)
 
 
 @flax.struct.dataclass

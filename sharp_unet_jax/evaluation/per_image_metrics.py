@@ -6,9 +6,13 @@ Dice, IoU (Jaccard), precision, recall and HD95.
 HD95 is the 95th percentile of the symmetric boundary distances: the distance
 from every boundary pixel of the prediction to the nearest boundary pixel of
 the truth, and from every boundary pixel of the truth to the nearest boundary
-pixel of the prediction, pooled into one set (the medpy/DeepMind definition).
+pixel of the prediction, pooled into one set, every pixel counting once. This
+is medpy's `hd95` (medpy.metric.binary, connectivity 1). It is not DeepMind's
+`surface_distance.compute_robust_hausdorff`, which weights each surface
+element by its area and takes the percentile of each direction separately,
+reporting the larger; the two differ on irregular or unequal boundaries.
 A boundary pixel is a mask pixel with a 4-neighbour outside the mask (pixels
-on the image edge count as boundary). Distances are Euclidean between pixel
+on the image edge count as boundary, as in medpy). Distances are Euclidean between pixel
 centres, in pixels, or in the units of `spacing` (e.g. mm per pixel along
 rows and columns).
 

@@ -37,11 +37,14 @@ def _protocol_table(summary: dict) -> list[str]:
     '',
     '| Protocol | Jaccard (IoU) | Dice |',
     '| --- | --- | --- |',
-    f'| Paper: threshold 0.5, per-image mean | {paper["jaccard"]["mean"]:.2f} '
+    f'| Paper: {paper.get("description", "threshold 0.5, per-image mean")} '
+    f'| {paper["jaccard"]["mean"]:.2f} '
     f'| {paper["dice"]["mean"]:.2f} |',
     f'| Per image, mean ± std | {_pm(per_image["iou"], 100, 2)} '
     f'| {_pm(per_image["dice"], 100, 2)} |',
-    f'| Dataset level (pooled) | {pooled["iou"] * 100:.2f} '
+    f'| Dataset level (pooled over the classes present; '
+    f'{pooled.get("classes_absent_from_split", 0)} absent from the split) '
+    f'| {pooled["iou"] * 100:.2f} '
     f'| {pooled["dice"] * 100:.2f} |',
   ]
 
