@@ -74,9 +74,16 @@ def run_two_processes(command, devices=2, timeout=300):
   """
   processes = start_two_processes(command, devices)
   outputs = [p.communicate(timeout=timeout) for p in processes]
-  for p, (_, err) in zip(processes, outputs):
-    assert p.returncode == 0, err[-3000:]
+  for i, (p, (_, err)) in enumerate(zip(processes, outputs)):
+    assert p.returncode == 0, f'process {i} exited {p.returncode}: ' + last_lines(err)
   return outputs
+
+
+def last_lines(stderr: str, count: int = 15) -> str:
+  """The last lines of a run's stderr, without the CUDA plugin's start-up noise."""
+  noise = ('cudart_stub', 'absl::InitializeLog')
+  lines = [line for line in stderr.splitlines() if not any(n in line for n in noise)]
+  return ' | '.join(lines[-count:])
 
 
 def kill_all(processes) -> None:
