@@ -154,8 +154,11 @@ def test_hang_in_one_host_is_caught_and_both_stop(reference, tfds_dir, tmp_path)
   for status, seconds, last, err in results:
     assert status == failures.EXIT_HOST_FAILURE, err[-3000:]
     assert seconds < STEP_TIMEOUT_S + 45
-    assert last.startswith('error: process 1 of 2 hung'), last
+    assert last.startswith('error: process '), last
     assert 'Fatal Python error' not in err
+  # Whichever watchdog fires first names process 1; the other process may
+  # instead report that process 0 (the coordinator) is gone, if it goes first.
+  assert any('process 1 of 2 hung' in last for _, _, last, _ in results), results
   stacks = open(os.path.join(workdir, 'hang-1.txt')).read()
   assert 'stall_if_requested' in stacks and 'Thread' in stacks
   relaunch_and_compare(workdir, tfds_dir, reference, resumed_from=4)
