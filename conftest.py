@@ -46,3 +46,41 @@ def tiny_config(tfds_dir):
   config = tiny.get_config()
   config.data_dir = tfds_dir
   return config
+
+
+# Modules whose module-scoped fixtures are expensive (main.py runs, compiled
+# TPU programs), heaviest first. `make test` runs the suite with
+# `--dist loadgroup`: each of these goes whole to one xdist worker, so its
+# fixtures are built once, and first, so that the many short tests fill the
+# other worker meanwhile and the run ends with short tests on both.
+ONE_WORKER_MODULES = (
+  'host_failure_test',
+  'packed_training_test',
+  'experiment_cv_test',
+  'reliability_test',
+  'aot_test',
+  'experiment_test',
+  'evaluate_test',
+  'export_test',
+  'predict_test',
+  'inference_test',
+)
+
+
+def pytest_configure(config):
+  # pytest-xdist's marker, named here too for runs without xdist (-p no:xdist).
+  config.addinivalue_line('markers', 'xdist_group(name): run on one xdist worker')
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Groups ONE_WORKER_MODULES' tests by module and moves them to the front."""
+  rank = {name: i for i, name in enumerate(ONE_WORKER_MODULES)}
+
+  def module_rank(item):
+    return rank.get(item.module.__name__.rsplit('.', 1)[-1], len(rank))
+
+  for item in items:
+    if module_rank(item) < len(rank):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+  items.sort(key=module_rank)  # stable: each module keeps its order

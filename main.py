@@ -21,7 +21,7 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sharp_unet_jax import cli, workdirs  # noqa: E402
-from sharp_unet_jax.training import distributed, train, watchdog  # noqa: E402
+from sharp_unet_jax.training import distributed, watchdog  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, summaries and results.')
@@ -50,6 +50,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv  # cli.run refuses positional arguments.
+  # Imported here, not above: the trainer brings in TensorFlow (the input
+  # pipeline), which a flag error or the supervising parent of a
+  # multi-process run never needs. Before jax.distributed starts, so that
+  # the processes' import times do not skew their first collective.
+  from sharp_unet_jax.training import train  # noqa: PLC0415
+
   if FLAGS.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
   distributed.initialize()

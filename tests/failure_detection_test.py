@@ -10,9 +10,12 @@ clock.
 import glob
 import logging as pylogging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -20,6 +23,7 @@ from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import (
   checkpointing,
   failures,
+  kv_store,
   liveness,
   supervisor,
   train,
@@ -75,6 +79,62 @@ def test_monitor_knows_it_was_paused_itself(three_processes):
   monitor = three_processes
   verdict = monitor.verdict(monitor._last_tick + 30)
   assert verdict.startswith('process 1 of 3 was paused for 30 s (stopped or frozen)')
+
+
+class FakeStore:
+  """The runtime's key-value calls the monitor makes, each taking `delay` s."""
+
+  def __init__(self, delay=0.05):
+    self.values, self.delay = {}, delay
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    time.sleep(self.delay)
+    self.values[key] = value
+
+  def key_value_dir_get(self, prefix):
+    time.sleep(self.delay)
+    return [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+
+
+def test_monitor_stops_its_threads_and_says_it_finished(three_processes, monkeypatch):
+  """No monitor thread may be inside a runtime call when Python exits (that
+  aborts a run that went well), and peers must not blame a finished process."""
+  store = FakeStore()
+  monkeypatch.setattr(kv_store, 'client', lambda: store)
+  monitor = three_processes
+  monitor.interval = 0.1
+  monitor.start()
+  time.sleep(0.3)
+  assert monitor.stop()
+  assert not any(t.is_alive() for t in threading.enumerate() if t.name == 'heartbeat')
+  assert store.values['sharp_unet_jax/heartbeat/1'].endswith(' 40 finished')
+  now = monitor._last_tick + 1
+  monitor._last_answer = now
+  monitor._last_seen = {0: now, 2: now - 11}
+  monitor.peer_states[2] = ('40', liveness.FINISHED)
+  assert monitor.verdict(now) is None
+
+
+def test_barriers_wait_on_the_coordination_service_with_an_id_per_passing(
+  monkeypatch,
+):
+  waits = []
+
+  class Client:
+    def wait_at_barrier(self, barrier_id, timeout_in_ms):
+      waits.append((barrier_id, timeout_in_ms))
+
+  monkeypatch.setattr(kv_store, '_barriers_passed', {})
+  monkeypatch.setattr(kv_store, 'client', lambda: None)
+  kv_store.barrier('built')  # one process: no runtime, nothing to wait for
+  monkeypatch.setattr(kv_store, 'client', Client)
+  for name in ('built', 'moved', 'built'):
+    kv_store.barrier(name, timeout_s=60)
+  assert waits == [
+    ('sharp_unet_jax/built/0', 60000),
+    ('sharp_unet_jax/moved/0', 60000),
+    ('sharp_unet_jax/built/1', 60000),
+  ]
 
 
 def test_runtime_gets_a_later_timeout_than_the_monitor():
@@ -179,13 +239,30 @@ def damage_metadata(step_dir):
     f.write('{"tree_metadata": ')
 
 
+@pytest.fixture(scope='module')
+def trained_to_6(tfds_dir, tmp_path_factory):
+  """A workdir trained 6 steps with checkpoints at 3 and 6 (copy before use)."""
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config()
+  config.data_dir, config.checkpoint_every_steps = tfds_dir, 3
+  workdir = str(tmp_path_factory.mktemp('trained_to_6'))
+  train_to(config, workdir, 6)
+  return workdir
+
+
+def copy_of(trained, tmp_path):
+  workdir = str(tmp_path / 'work')
+  shutil.copytree(trained, workdir)
+  return workdir
+
+
 @pytest.mark.parametrize('damage', [damage_arrays, damage_metadata])
 def test_damaged_newest_checkpoint_is_skipped_and_kept(
-  tiny_config, tmp_path, caplog, damage
+  trained_to_6, tiny_config, tmp_path, caplog, damage
 ):
-  workdir = str(tmp_path)
+  workdir = copy_of(trained_to_6, tmp_path)
   tiny_config.checkpoint_every_steps = 3
-  train_to(tiny_config, workdir, 6)
   checkpoints = os.path.join(workdir, 'checkpoints')
   damage(os.path.join(checkpoints, '6'))
   with caplog.at_level(pylogging.INFO):
@@ -202,13 +279,14 @@ def test_damaged_newest_checkpoint_is_skipped_and_kept(
   assert sorted(os.listdir(checkpoints)) == ['3', '6', '6.damaged', '9']
 
 
-def test_no_readable_checkpoint_is_one_error(tiny_config, tmp_path):
-  workdir = str(tmp_path)
-  tiny_config.checkpoint_every_steps = 3
-  train_to(tiny_config, workdir, 3)
-  damage_metadata(os.path.join(workdir, 'checkpoints', '3'))
-  with pytest.raises(UserError, match=r'No checkpoint in .* reads back \(steps \[3\]'):
-    train_to(tiny_config, workdir, 6)
+def test_no_readable_checkpoint_is_one_error(trained_to_6, tiny_config, tmp_path):
+  workdir = copy_of(trained_to_6, tmp_path)
+  for step in ('3', '6'):
+    damage_metadata(os.path.join(workdir, 'checkpoints', step))
+  with pytest.raises(
+    UserError, match=r'No checkpoint in .* reads back \(steps \[6, 3\]'
+  ):
+    train_to(tiny_config, workdir, 9)
 
 
 def test_save_clock_is_due_after_its_seconds(monkeypatch):

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from sharp_unet_jax.data import channels, datasets  # noqa: E402,F401  (registers the builders)
 from sharp_unet_jax.data.datasets import common  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
+from sharp_unet_jax.training import kv_store  # noqa: E402
 
 # TensorFlow only feeds data: keep it off accelerators JAX should own.
 tf.config.set_visible_devices([], 'GPU')
@@ -69,10 +70,7 @@ def get_builder(config):
     builder = _create_builder(config)
     download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir)
     builder.download_and_prepare(download_config=download_config)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    multihost_utils.sync_global_devices('tfds_prepared')
+  kv_store.barrier('tfds_prepared')  # the others wait for process 0's build
   return _create_builder(config)
 
 

@@ -286,8 +286,10 @@ def create_model(config, platform: Optional[str] = None, device: Any = None) -> 
   Args:
     config: a training config.
     platform: where the model is compiled ('cpu', 'gpu' or 'tpu'), which
-      resolves config.dtype='auto' with `device` (compute_dtype); None: JAX's
-      default backend and its first device.
+      resolves config.dtype='auto' with `device` (compute_dtype) and, for
+      CPU and TPU, implementation='auto' (network.form_for_platform); None:
+      JAX's default backend and its first device, and 'auto' stays 'auto'
+      (a program that may be lowered for several platforms, as export does).
     device: a device of `platform`.
 
   Raises:
@@ -311,6 +313,11 @@ def create_model(config, platform: Optional[str] = None, device: Any = None) -> 
     )
   if platform is None:
     platform, device = jax.default_backend(), jax.devices()[0]
+  elif implementation == 'auto':
+    # The target is known: trace its form only. (platform_dependent traces
+    # all four forms, and their derivatives: about 2.5 s more CPU for the
+    # tiny config's train step, at every start.)
+    implementation = network.form_for_platform(platform)
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel

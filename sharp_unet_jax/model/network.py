@@ -256,6 +256,12 @@ def _unpacked_record(record, per_level):
   return unpacked
 
 
+def form_for_platform(platform: str) -> str:
+  """The form 'auto' takes in programs for `platform` ('cpu' or 'tpu'), or
+  'auto' where the platform leaves it open (a GPU: CUDA or ROCm)."""
+  return {'cpu': 'cpu_fast', 'tpu': AUTO_TPU_FORM}.get(platform, 'auto')
+
+
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
   """`forward` in the named form; 'auto' picks it per target platform when
   the program is lowered (never from the host's backend): cpu_fast for CPU,

@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -179,8 +178,7 @@ def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
     for step in steps:
       path = os.path.join(str(manager.directory), str(step))
       os.replace(path, path + DAMAGED_SUFFIX)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('sharp_unet_jax: damaged checkpoints moved')
+  kv_store.barrier('damaged_checkpoints_moved')
   manager.reload()
 
 

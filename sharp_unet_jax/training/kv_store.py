@@ -30,3 +30,23 @@ def try_with_timeout(call: Callable, timeout: float):
   thread.start()
   thread.join(timeout)
   return result[0] if result else None
+
+
+_barriers_passed: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: float = 24 * 3600.0) -> None:
+  """Returns once every process has reached `name` (at once on one process).
+
+  A barrier of the runtime's coordination service, not a collective: gloo
+  gives the processes 30 s to meet at their first collective, less than a
+  data set build on process 0 may take. The timeout is long because a lost
+  peer is the peer monitor's to report (liveness.py). Every process must
+  pass the same barriers in the same order; each passing gets its own id.
+  """
+  kv = client()
+  if kv is None:
+    return
+  count = _barriers_passed.get(name, 0)
+  _barriers_passed[name] = count + 1
+  kv.wait_at_barrier(f'sharp_unet_jax/{name}/{count}', int(timeout_s * 1000))

@@ -13,8 +13,15 @@ runtime's own key-value store, reacts first:
   judges: a peer whose counter has not moved for `timeout` seconds, a
   coordinator that has not answered for as long, or a peer that announced a
   failure, ends this process through `failures.fail`.
+
+At the end of a run (atexit) the monitor stops its threads and writes a last
+heartbeat saying it finished, so that peers still at work do not take its
+silence for a failure. Its threads must not be inside a runtime call when
+Python shuts down: such a thread is unwound through the runtime's C++ frames,
+which aborts the process (status 134) after a run that went well.
 """
 
+import atexit
 import threading
 import time
 from typing import Optional
@@ -27,6 +34,8 @@ _HEARTBEAT_KEY = 'sharp_unet_jax/heartbeat/'
 # Extra seconds JAX's own runtime waits past --heartbeat_timeout before it
 # aborts: long enough for the monitor to act first on a loaded machine.
 _RUNTIME_MARGIN_S = 30
+# The phase of a process's last heartbeat once it has finished its run.
+FINISHED = 'finished'
 
 
 def runtime_heartbeat_timeout(timeout: float) -> int:
@@ -54,10 +63,14 @@ class PeerMonitor:
     self._last_tick = now
     self._announced: dict[int, str] = {}
     self._stop = threading.Event()
+    self._threads: list[threading.Thread] = []
+    self._counter = 0
 
   def start(self) -> 'PeerMonitor':
     for target, name in ((self._exchange, 'heartbeat'), (self._judge, 'peer-judge')):
-      threading.Thread(target=target, name=name, daemon=True).start()
+      thread = threading.Thread(target=target, name=name, daemon=True)
+      thread.start()
+      self._threads.append(thread)
     logging.info(
       'Peer monitor: heartbeat every %.1f s, a peer silent for %g s is lost.',
       self.interval,
@@ -65,20 +78,33 @@ class PeerMonitor:
     )
     return self
 
-  def stop(self) -> None:
+  def stop(self, timeout: Optional[float] = None) -> bool:
+    """Stops the threads, then tells the peers this process finished.
+
+    Returns:
+      Whether both threads ended within `timeout` (default: two intervals
+      plus 10 s for a runtime call under way).
+    """
     self._stop.set()
+    deadline = time.monotonic() + (timeout or 2 * self.interval + 10)
+    for thread in self._threads:
+      thread.join(max(0.0, deadline - time.monotonic()))
+    stopped = not any(thread.is_alive() for thread in self._threads)
+    if stopped:
+      kv_store.try_with_timeout(lambda kv: self._beat(kv, FINISHED), self.interval)
+    return stopped
+
+  def _beat(self, kv, phase: str) -> None:
+    self._counter += 1
+    beat = f'{self._counter} {failures.context.step} {phase}'
+    kv.key_value_set(f'{_HEARTBEAT_KEY}{self._index}', beat, allow_overwrite=True)
 
   def _exchange(self) -> None:
     """Writes our heartbeat, reads the peers' and their announced failures."""
-    own_key = f'{_HEARTBEAT_KEY}{self._index}'
-    counter = 0
     kv = kv_store.client()
     while not self._stop.is_set():
-      counter += 1
-      context = failures.context
-      beat = f'{counter} {context.step} {context.phase}'
       try:
-        kv.key_value_set(own_key, beat, allow_overwrite=True)
+        self._beat(kv, failures.context.phase)
         beats = kv.key_value_dir_get(_HEARTBEAT_KEY)
         announced = failures.peer_failures(kv)
       except Exception:  # noqa: BLE001  (the judge sees the silence)
@@ -125,7 +151,8 @@ class PeerMonitor:
         f'{failures.where()} (no answer for {self.timeout:g} s). {tail}'
       )
     for peer, seen in sorted(self._last_seen.items()):
-      if now - seen > self.timeout:
+      finished = self.peer_states.get(peer, ('', ''))[1] == FINISHED
+      if now - seen > self.timeout and not finished:
         return (
           f'{failures.process_name(peer)} stopped responding{failures.where()} '
           f'(no heartbeat for {self.timeout:g} s). {tail}'
@@ -147,6 +174,8 @@ def start(timeout: float) -> None:
   failures.tell_parent('count', jax.process_count())
   if jax.process_count() > 1 and _monitor is None:
     _monitor = PeerMonitor(timeout).start()
+    # Registered after jax.distributed's own exit handler, so it runs first.
+    atexit.register(_monitor.stop)
 
 
 def peer_states() -> dict[int, tuple[str, str]]:
