@@ -55,6 +55,7 @@ from sharp_unet_jax.evaluation import (
   paper_protocol,
   per_image_metrics,
   split_report,
+  split_summary,
 )
 from sharp_unet_jax.training import distributed, restore
 
@@ -159,17 +160,6 @@ def predict_batches(
     )
 
 
-def _stats(values) -> dict[str, float]:
-  values = np.asarray(values, np.float64)
-  return {
-    'mean': float(values.mean()),
-    'std': float(values.std()),
-    'median': float(np.median(values)),
-    'min': float(values.min()),
-    'max': float(values.max()),
-  }
-
-
 def score_images(
   indices,
   examples,
@@ -247,58 +237,6 @@ def score_split(
   return rows, worst
 
 
-def summarize(rows: list[dict], num_classes: int, spacing, rule=SKIP_ABSENT) -> dict:
-  """Per-image statistics, pooled scores, paper protocol and empty counts."""
-  classes = range(1, max(num_classes, 2))
-  pooled, present = {}, []
-  for c in classes:
-    inter = sum(r[f'intersection_class{c}'] for r in rows)
-    pred = sum(r[f'predicted_class{c}'] for r in rows)
-    true = sum(r[f'true_class{c}'] for r in rows)
-    pooled[f'class{c}'] = {
-      'dice': 2.0 * inter / (pred + true) if pred + true else 1.0,
-      'iou': inter / (pred + true - inter) if pred + true - inter else 1.0,
-    }
-    if pred + true:
-      present.append(f'class{c}')
-  # As metrics.PooledDice: a class absent from the whole split is left out.
-  kept = [pooled[name] for name in present] or list(pooled.values())
-  return {
-    'num_images': len(rows),
-    'hd95_unit': 'mm' if spacing else 'pixels',
-    'spacing': list(spacing) if spacing else None,
-    'per_image': {k: _stats([r[k] for r in rows]) for k in SCORES},
-    'per_class': {
-      f'class{c}': {k: _stats([r[f'{k}_class{c}'] for r in rows]) for k in SCORES}
-      for c in classes
-    },
-    'pooled': {
-      'dice': float(np.mean([p['dice'] for p in kept])),
-      'iou': float(np.mean([p['iou'] for p in kept])),
-      'per_class': pooled,
-      'classes_absent_from_split': len(pooled) - len(present),
-    },
-    'paper_protocol': {
-      'threshold': 0.5,
-      'jaccard': _stats([r['paper_jaccard'] for r in rows]),
-      'dice': _stats([r['paper_dice'] for r in rows]),
-    },
-    'empty_masks': {
-      f'class{c}': {
-        case: sum(r[f'empty_case_class{c}'] == case for r in rows)
-        for case in per_image_metrics.EMPTY_CASES
-      }
-      for c in classes
-    },
-    'empty_mask_policy': (
-      'both empty: Dice/IoU/precision/recall 1, HD95 0; exactly one empty: '
-      'Dice/IoU/precision/recall 0, HD95 = image diagonal'
-    ),
-    'absent_class_rule': rule,
-    'classes_left_out': int(sum(r['classes_left_out'] for r in rows)),
-  }
-
-
 def _load_split(config, split: Optional[str], data_dir: Optional[str]):
   """(split name, its data): `split` (default: the test split) of `config`.
 
@@ -312,6 +250,25 @@ def _load_split(config, split: Optional[str], data_dir: Optional[str]):
   if not len(data):
     raise UserError(f'Split {split!r} of {config.dataset} has no images.')
   return split, data
+
+
+def _summary(restored, workdir, split, rows, spacing, absent_classes) -> dict:
+  """The run, split and scores of summary.json, with the paper's protocol named."""
+  config = restored.config
+  summary = {
+    'workdir': workdir,
+    'checkpoint': restored.checkpoint,
+    'step': restored.step,
+    'dataset': config.dataset,
+    'split': split,
+    'image_size': list(config.image_size),
+    **split_summary.summarize(rows, config.num_classes, spacing, absent_classes),
+  }
+  protocol = paper_protocol.for_dataset(config.dataset)
+  summary['paper_protocol'].update(
+    name=protocol, description=paper_protocol.DESCRIPTIONS[protocol]
+  )
+  return summary
 
 
 def evaluate(
@@ -358,19 +315,7 @@ def evaluate(
   rows, worst_labels = score_split(
     restored, data, num_worst, spacing, mesh, absent_classes
   )
-  summary = {
-    'workdir': workdir,
-    'checkpoint': restored.checkpoint,
-    'step': restored.step,
-    'dataset': config.dataset,
-    'split': split,
-    'image_size': list(config.image_size),
-    **summarize(rows, config.num_classes, spacing, absent_classes),
-  }
-  protocol = paper_protocol.for_dataset(config.dataset)
-  summary['paper_protocol'].update(
-    name=protocol, description=paper_protocol.DESCRIPTIONS[protocol]
-  )
+  summary = _summary(restored, workdir, split, rows, spacing, absent_classes)
   if is_chief:  # the reports are written once, by process 0
     summary['worst'] = split_report.write_worst(
       output_dir, data, worst_labels, rows, num_worst

@@ -216,6 +216,16 @@ def predict_files(
   tile_batch = parse_tile_batch(tile_batch)
   restored = restore.load(workdir, checkpoint)
   mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+  settings = dict(overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta)
+  predictor = _make_predictor(restored, mesh, tile_size, **settings)
+  logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
+  image_io.make_output_dir(output_dir)
+  options = {'save_probabilities': save_probabilities, 'overlays': overlays}
+  return _predict_all(predictor, restored.config, paths, output_dir, options, progress)
+
+
+def _make_predictor(restored, mesh, tile_size, *, overlap, tile_batch, blend, tta):
+  """The tiled predictor of `restored`; tile_batch='auto' is resolved by compiling."""
   auto = tile_batch == 'auto'
   predictor = inference.TiledPredictor(
     restored.apply,
@@ -239,10 +249,7 @@ def predict_files(
       tta=tta,
       mesh=mesh,
     )
-  logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)
-  image_io.make_output_dir(output_dir)
-  options = {'save_probabilities': save_probabilities, 'overlays': overlays}
-  return _predict_all(predictor, restored.config, paths, output_dir, options, progress)
+  return predictor
 
 
 def _predict_all(

@@ -12,6 +12,7 @@ import pytest
 from configs import tiny
 from sharp_unet_jax import evaluate
 from sharp_unet_jax.errors import UserError
+from sharp_unet_jax.evaluation import split_summary
 from sharp_unet_jax.training import restore, train
 
 
@@ -217,7 +218,7 @@ def test_evaluate_leaves_a_class_absent_from_both_out_of_the_image_mean():
     rows = evaluate.score_images(
       [0], examples, pred[None], probabilities, 4, None, rule
     )
-    return rows[0], evaluate.summarize(rows, 4, None, rule)
+    return rows[0], split_summary.summarize(rows, 4, None, rule)
 
   row, summary = scored('skip_absent')
   assert row['dice'] == pytest.approx((6 / 7 + 6 / 8) / 2)

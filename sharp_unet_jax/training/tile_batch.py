@@ -122,15 +122,19 @@ def auto_tile_batch(
       devices,
     )
     return devices
-  chosen = result.best.batch * devices
+  _log_choice(result, devices, budget)
+  return result.best.batch * devices
+
+
+def _log_choice(result, devices: int, budget: int) -> None:
+  """Logs the tile batch `result` chose, its peak and the candidates compiled."""
   logging.info(
     '--tile_batch=auto: chose tile_batch=%d (%d per device; XLA peak %.3f GiB '
     'of a %.3f GiB budget per device; %d candidates compiled%s).',
-    chosen,
+    result.best.batch * devices,
     result.best.batch,
     result.best.peak_bytes / budgets.GIB,
     budget / budgets.GIB,
     len(result.candidates),
     f', capped at {AUTO_LIMIT} per device' if result.capped else '',
   )
-  return chosen

@@ -274,6 +274,25 @@ def _evaluate(run: run_setup.Run, state, done: int):
   return run.recipe.after_evaluation(state, values, done)
 
 
+def _host_batches(run: run_setup.Run, start_step: int):
+  """The host batches of the steps from `start_step` on, made as they are read."""
+  config, process = run.config, jax.process_index()
+  return (
+    fault_injection.stall_if_requested(process, step, 'input')
+    or input_pipeline.train_batch(run.train_data, config, step)
+    for step in range(start_step, config.num_train_steps)
+  )
+
+
+def _stop_preempted(run: run_setup.Run, done: int) -> None:
+  """After the preemption's checkpoint: waits for it, flushes, records the step."""
+  with watchdog.phase('checkpoint write'):
+    run.manager.wait_until_finished()
+  run.writer.flush()
+  logging.warning('Preempted: checkpoint at step %d saved in %s.', done, run.workdir)
+  run.preempted_at = done
+
+
 def _train_loop(run: run_setup.Run):
   """Trains from the state's step; returns the last state, or None if preempted."""
   config, trainer, state = run.config, run.trainer, run.state
@@ -281,11 +300,7 @@ def _train_loop(run: run_setup.Run):
   train_metrics = None
   stopped = run.recipe.stopped(state)
   process = jax.process_index()
-  host_batches = (
-    fault_injection.stall_if_requested(process, step, 'input')
-    or input_pipeline.train_batch(run.train_data, config, step)
-    for step in range(start_step, config.num_train_steps)
-  )
+  host_batches = _host_batches(run, start_step)
   depth = config.get('prefetch_batches', 2)
   with (
     preemption.PreemptionWatcher() as watcher,
@@ -326,13 +341,7 @@ def _train_loop(run: run_setup.Run):
           checkpointing.save(run.manager, done, state, force=preempted)
         run.save_clock.saved()
       if preempted:
-        with watchdog.phase('checkpoint write'):
-          run.manager.wait_until_finished()
-        run.writer.flush()
-        logging.warning(
-          'Preempted: checkpoint at step %d saved in %s.', done, run.workdir
-        )
-        run.preempted_at = done
+        _stop_preempted(run, done)
         return None
   with watchdog.phase('checkpoint write'):
     run.manager.wait_until_finished()
