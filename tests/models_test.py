@@ -12,7 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sharp_unet_jax.model import models
+from configs import default as configs_default
+from sharp_unet_jax.model import models, network
+from sharp_unet_jax.training import restore
+
+PLATFORMS = ('cpu', 'tpu', 'gpu')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,6 +124,22 @@ def test_create_model_rejects_unknown_names():
   config.dtype = 'float16'
   with pytest.raises(ValueError, match="config.dtype='float16'"):
     models.create_model(config)
+
+
+def test_auto_form_is_resolved_where_the_platform_is_known():
+  """A trainer's or a local run's programs trace the platform's form alone;
+  a model built without a platform (export: several) keeps 'auto'."""
+  config = configs_default.get_config()
+  forms = {p: models.create_model(config, p).implementation for p in PLATFORMS}
+  assert forms == {'cpu': 'cpu_fast', 'tpu': network.AUTO_TPU_FORM, 'gpu': 'auto'}
+  restored = restore.Restored(config, models.create_model(config), None, 0, '')
+  assert restored.model.implementation == 'auto'
+  for platform, form in forms.items():
+    assert restored.for_platform(platform).model.implementation == form
+  config.implementation = 'reference'
+  chosen = restore.Restored(config, models.create_model(config, 'tpu'), None, 0, '')
+  assert chosen.model.implementation == 'reference'
+  assert chosen.for_platform('cpu').model.implementation == 'reference'
 
 
 def test_auto_dtype_is_bfloat16_on_tpu_and_gpu_and_float32_on_cpu():

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.model import models
+from sharp_unet_jax.model import models, network
 from sharp_unet_jax.training import checkpointing
 
 # Config keys the model and the inference code need.
@@ -59,6 +59,14 @@ class Restored:
   def apply(self, params, images: jax.Array) -> jax.Array:
     """Logits (N, H, W, num_classes) of float images (N, H, W, C)."""
     return self.model.apply({'params': params}, images)
+
+  def for_platform(self, platform: str) -> 'Restored':
+    """This model with implementation='auto' resolved for `platform`'s
+    programs (network.form_for_platform): its programs then trace one form."""
+    if self.model.implementation != 'auto':
+      return self
+    form = network.form_for_platform(platform)
+    return dataclasses.replace(self, model=self.model.clone(implementation=form))
 
 
 def _tuples(value):
