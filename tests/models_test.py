@@ -44,12 +44,24 @@ def test_sharp_kernel_is_not_in_the_parameter_tree():
 
 
 def test_logits_shape_and_dtype():
+  # Shapes and dtypes only: traced as a run traces them, nothing compiled (an
+  # eager bfloat16 init compiles each random kernel, minutes on a busy CPU).
   model = models.UNet(num_classes=4, num_filters=4, depth=3, dtype=jnp.bfloat16)
   x = jnp.ones((2, 24, 16, 1))
-  params = model.init(jax.random.key(0), x)['params']
-  assert jax.tree_util.tree_leaves(params)[0].dtype == jnp.float32
-  logits = model.apply({'params': params}, x)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
+  logits = jax.eval_shape(model.apply, {'params': params}, x)
   assert logits.shape == (2, 24, 16, 4) and logits.dtype == jnp.float32
+
+
+def init(model, x):
+  """The model's parameters for `x`, initialised by one unoptimised program.
+
+  Eager init compiles every random kernel on its own, seconds each on CPU;
+  train.Trainer compiles its initialisation the same way (opt level 0).
+  """
+  options = {'xla_backend_optimization_level': 0}
+  return jax.jit(model.init, compiler_options=options)(jax.random.key(0), x)['params']
 
 
 def hand_sharpened(features):
@@ -69,7 +81,7 @@ def hand_sharpened(features):
 def test_each_skip_connection_is_the_hand_sharpened_encoder_output(implementation):
   x = jax.random.uniform(jax.random.key(3), (1, 16, 16, 3))
   model = models.UNet(num_filters=4, depth=2, implementation=implementation)
-  params = model.init(jax.random.key(0), x)['params']
+  params = init(model, x)
   _, state = model.apply({'params': params}, x, mutable=['intermediates'])
   seen = state['intermediates']
   for level in range(2):
@@ -86,7 +98,7 @@ def test_each_skip_connection_is_the_hand_sharpened_encoder_output(implementatio
 
 def test_default_initialiser_is_glorot_uniform_with_zero_biases():
   model = models.UNet(num_filters=8, depth=1, sharp_kernel=None)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  params = init(model, jnp.zeros((1, 8, 8, 3)))
   kernel = params['encoder_0']['Conv_1']['kernel']  # 3x3, 8 -> 8
   limit = np.sqrt(6.0 / (9 * 8 + 9 * 8))
   assert float(jnp.abs(kernel).max()) <= limit
@@ -97,7 +109,7 @@ def test_default_initialiser_is_glorot_uniform_with_zero_biases():
 def test_sides_not_divisible_by_two_to_the_depth_are_rejected():
   model = models.UNet(num_filters=4, depth=4)
   with pytest.raises(ValueError, match='divisible by 2\\*\\*depth = 16'):
-    model.init(jax.random.key(0), jnp.zeros((1, 40, 48, 3)))
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 40, 48, 3)))
 
 
 def test_create_model_rejects_unknown_names():

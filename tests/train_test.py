@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -22,9 +23,19 @@ def restored_params(workdir, config):
   return jax.device_get(state.params), int(state.step)
 
 
-def test_end_to_end_writes_results_checkpoints_and_summaries(tiny_config, tmp_path):
-  workdir = str(tmp_path / 'run')
-  results = train.train_and_evaluate(tiny_config, workdir)
+@pytest.fixture(scope='module')
+def straight(tfds_dir, tmp_path_factory):
+  """configs/tiny.py trained for its 6 steps: (config, workdir, results)."""
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config()
+  config.data_dir = tfds_dir
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_end_to_end_writes_results_checkpoints_and_summaries(straight):
+  tiny_config, workdir, results = straight
   with open(os.path.join(workdir, 'test_metrics.json')) as f:
     saved = json.load(f)
   for key in ('dice', 'iou', 'dice_per_image', 'iou_per_image'):
@@ -68,10 +79,10 @@ def test_a_few_dozen_steps_learn_the_lesions(tiny_config):
   assert trained['dice'] > untrained['dice'] + 0.3
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path):
-  straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(tiny_config, straight)
-
+def test_resume_continues_and_matches_an_uninterrupted_run(
+  straight, tiny_config, tmp_path
+):
+  _, straight, _ = straight  # the same config, trained without a stop
   resumed = str(tmp_path / 'resumed')
   tiny_config.num_train_steps = 3
   train.train_and_evaluate(tiny_config, resumed)
@@ -89,10 +100,11 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path
     np.testing.assert_array_equal(a, b)
 
 
-def test_checkpoint_of_another_model_config_fails_clearly(tiny_config, tmp_path):
+def test_checkpoint_of_another_model_config_fails_clearly(straight, tmp_path):
+  config, trained, _ = straight
   workdir = str(tmp_path / 'run')
-  tiny_config.num_train_steps = 3
-  train.train_and_evaluate(tiny_config, workdir)
+  shutil.copytree(trained, workdir)
+  tiny_config = config.copy_and_resolve_references()
   tiny_config.num_filters = 8
   with pytest.raises(UserError, match='written by a different model config'):
     train.train_and_evaluate(tiny_config, workdir)
