@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from sharp_unet_jax.compilation import xla_options
 from sharp_unet_jax.model import fast_layers, models
 
 
@@ -101,11 +102,16 @@ def test_sharp_unet_forms_agree_with_the_reference(form):
     models.UNet(num_filters=4, depth=2, sharp_kernel='laplacian', implementation=name)
     for name in (form, 'reference')
   )
-  params = ref.init(jax.random.key(0), x)['params']
-  # Same parameter tree and initial values whatever the implementation.
-  jax.tree_util.tree_map(
-    np.testing.assert_array_equal, params, fast.init(jax.random.key(0), x)['params']
+  # Jitted as train.Trainer does: unoptimised on CPU, where optimising (or,
+  # eagerly, compiling op by op) threefry's kernels costs more than the test.
+  params, fast_params = (
+    jax.jit(m.init, compiler_options=xla_options.init_options('cpu'))(
+      jax.random.key(0), x
+    )['params']
+    for m in (ref, fast)
   )
+  # Same parameter tree and initial values whatever the implementation.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, fast_params)
 
   def loss_and_logits(model):
     def fn(p):

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from sharp_unet_jax.compilation import hlo_stats, meshes
+from sharp_unet_jax.compilation import hlo_stats, meshes, xla_options
 from sharp_unet_jax.model import models, network, packed
 
 
@@ -24,7 +24,16 @@ def ravel(tree) -> np.ndarray:
 
 
 def random(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape)
+  """Normal samples from numpy: eager jax.random compiles threefry per shape."""
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
+
+
+def init(model, x):
+  """`model`'s initial parameters for `x`, jitted as train.Trainer jits them:
+  unoptimised on CPU (xla_options.init_options), where optimising threefry's
+  many kernels costs ~15x the U-Net's gradient's compile (measured)."""
+  options = xla_options.init_options('cpu')
+  return jax.jit(model.init, compiler_options=options)(jax.random.key(0), x)['params']
 
 
 # (filters, batch): 5 filters and a batch of 8 pack 8 images at levels 0-1
@@ -34,8 +43,13 @@ def random(seed, shape):
 CASES = {(5, 8): [8, 8, 4, 2, 1], (24, 4): [4, 2, 1, 1, 1]}
 
 
-@pytest.mark.parametrize('sharp_kernel', ['laplacian', None])
-@pytest.mark.parametrize('filters,batch', sorted(CASES))
+# Each packing once, one with the Sharp block, one without: the Sharp block
+# filters each channel alone, so it sees no packing, and
+# test_forms_agree_in_float64... runs it on packs 8/8/4/2/1 as well (and
+# packed_training_test.py both models on packs 8/8/8/4/2, 2 and 1).
+@pytest.mark.parametrize(
+  'filters,batch,sharp_kernel', [(5, 8, 'laplacian'), (24, 4, None)]
+)
 def test_packed_unet_equals_the_reference_in_logits_and_gradients(
   sharp_kernel, filters, batch
 ):
@@ -49,13 +63,9 @@ def test_packed_unet_equals_the_reference_in_logits_and_gradients(
     )
     for i in ('tpu_packed', 'reference')
   )
-  params = jax.jit(reference.init)(jax.random.key(0), x)['params']
+  params = init(reference, x)
   # The same parameter tree and initial values.
-  jax.tree_util.tree_map(
-    np.testing.assert_array_equal,
-    params,
-    jax.jit(packed_model.init)(jax.random.key(0), x)['params'],
-  )
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, init(packed_model, x))
 
   def grads_and_logits(model):
     def loss(p):
@@ -121,7 +131,7 @@ def sharded_model_and_batch():
   mesh = meshes.data_mesh(jax.devices()[:2])
   model = models.UNet(num_filters=3, depth=1, implementation='tpu_packed')
   x = random(0, (8, 8, 8, 3))
-  params = jax.jit(model.init)(jax.random.key(0), x)['params']
+  params = init(model, x)
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return model, jax.device_put(params, replicated), x, jax.device_put(x, data)
@@ -198,7 +208,7 @@ def test_forms_agree_in_float64_and_in_float32_up_to_a_relu_at_zero():
   x = jax.random.uniform(jax.random.key(3), (8, 32, 32, 3))
   labels = jax.random.bernoulli(jax.random.key(4), 0.5, (8, 32, 32, 1))
   reference = models.UNet(num_classes=1, num_filters=6, implementation='reference')
-  params = reference.init(jax.random.key(0), x[:1])['params']
+  params = init(reference, x[:1])
 
   def grads(form, dtype):
     """(gradient, level 0's encoder output: the max-pool's input)."""
