@@ -79,80 +79,74 @@ def run_fresh(code, tmp_path, **arrays):
   return np.load(tmp_path / 'out.npz'), done.stdout
 
 
-SQUARE, WIDE = images((2, 32, 32, 3)), images((1, 16, 48, 3), seed=1)
-BATCH = images((2, 32, 48, 3))
-
-
-@pytest.fixture(scope='module')
-def served(workdirs, tmp_path_factory):
-  """Both artefacts served by one fresh process: the command's SavedModel
-  (3 classes) by TensorFlow alone, with JAX blocked, then the StableHLO
-  exported here (1 class) by JAX."""
-  root = tmp_path_factory.mktemp('served')
-  hlo, saved = str(root / 'hlo'), str(root / 'saved')
-  spec = export.export(workdirs[1], hlo, 'stablehlo', platforms=('cpu', 'cuda'))
-  command = [sys.executable, '-m', 'sharp_unet_jax.export', f'--workdir={workdirs[3]}']
-  command += [f'--output={saved}', '--format=saved_model']
-  exported = subprocess.run(
-    command, cwd=ROOT, capture_output=True, text=True, timeout=180
-  )
-  assert exported.returncode == 0, exported.stderr[-3000:]
+def test_stablehlo_reloads_in_a_fresh_process(workdirs, tmp_path):
+  output = str(tmp_path / 'hlo')
+  spec = export.export(workdirs[1], output, 'stablehlo', platforms=('cpu', 'cuda'))
+  with open(os.path.join(output, export.SPEC_FILE)) as f:
+    assert json.load(f) == json.loads(json.dumps(spec))
+  assert spec['input']['shape'] == ['batch', '4*h', '4*w', 3]
+  assert spec['output']['activation'] == 'sigmoid'
+  square, wide = images((2, 32, 32, 3)), images((1, 16, 48, 3), seed=1)
   code = f"""
-    import sys
-    sys.modules['jax'] = sys.modules['jaxlib'] = None  # Serving without JAX.
     import numpy as np
-    import tensorflow as tf
-    model = tf.saved_model.load({saved!r})
-    serve = model.signatures['serving_default']
-    print(serve.structured_input_signature)
-    saved = serve(images=tf.constant(np.load('batch.npy')))['probabilities'].numpy()
-    try:
-      serve(images=tf.zeros((1, 30, 32, 3), tf.uint8))
-    except tf.errors.InvalidArgumentError as e:
-      print('REFUSED', 'multiples of 4' in str(e))
-    loaded = [name for name in sys.modules if name.startswith('jax')]
-    print('JAX LOADED', loaded != ['jax', 'jaxlib'])
-    del sys.modules['jax'], sys.modules['jaxlib']  # The StableHLO, with JAX.
     from jax import export
-    with open({os.path.join(hlo, export.STABLEHLO_FILE)!r}, 'rb') as f:
+    with open({os.path.join(output, export.STABLEHLO_FILE)!r}, 'rb') as f:
       exported = export.deserialize(f.read())
     print(exported.platforms, exported.in_avals)
-    np.savez('out.npz', saved=saved, **{{
+    np.savez('out.npz', **{{
       name: np.asarray(exported.call(np.load(name + '.npy')))
       for name in ('square', 'wide')
     }})
   """
-  out, stdout = run_fresh(code, root, square=SQUARE, wide=WIDE, batch=BATCH)
-  return dict(
-    spec=spec, hlo=hlo, saved=saved, exported=exported, out=out, stdout=stdout
-  )
-
-
-def test_stablehlo_reloads_in_a_fresh_process(workdirs, served):
-  with open(os.path.join(served['hlo'], export.SPEC_FILE)) as f:
-    assert json.load(f) == json.loads(json.dumps(served['spec']))
-  assert served['spec']['input']['shape'] == ['batch', '4*h', '4*w', 3]
-  assert served['spec']['output']['activation'] == 'sigmoid'
-  out, stdout = served['out'], served['stdout']
+  out, stdout = run_fresh(code, tmp_path, square=square, wide=wide)
   assert "('cpu', 'cuda')" in stdout and 'uint8[b,4*h,4*w,3]' in stdout
-  for name, batch in (('square', SQUARE), ('wide', WIDE)):
+  for name, batch in (('square', square), ('wide', wide)):
     want = jax_probabilities(workdirs[1], batch)
     assert out[name].shape == batch.shape[:3] + (1,)
     assert want.std() > 1e-4
     np.testing.assert_allclose(out[name], want, atol=1e-5)
 
 
-def test_saved_model_serves_uint8_with_tensorflow_alone(workdirs, served):
-  assert 'Exported saved_model for cpu' in served['exported'].stdout
-  with open(os.path.join(served['saved'], export.SPEC_FILE)) as f:
+def test_saved_model_serves_uint8_with_tensorflow_alone(workdirs, tmp_path):
+  output = str(tmp_path / 'saved')
+  command = [
+    sys.executable,
+    '-m',
+    'sharp_unet_jax.export',
+    f'--workdir={workdirs[3]}',
+    f'--output={output}',
+    '--format=saved_model',
+  ]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'Exported saved_model for cpu' in done.stdout
+  with open(os.path.join(output, export.SPEC_FILE)) as f:
     assert json.load(f)['output']['activation'] == 'softmax'
-  out, stdout = served['out'], served['stdout']
+  batch = images((2, 32, 48, 3))
+  code = f"""
+    import sys
+    sys.modules['jax'] = sys.modules['jaxlib'] = None  # Serving without JAX.
+    import numpy as np
+    import tensorflow as tf
+    model = tf.saved_model.load({output!r})
+    serve = model.signatures['serving_default']
+    print(serve.structured_input_signature)
+    out = serve(images=tf.constant(np.load('batch.npy')))['probabilities'].numpy()
+    try:
+      serve(images=tf.zeros((1, 30, 32, 3), tf.uint8))
+    except tf.errors.InvalidArgumentError as e:
+      print('REFUSED', 'multiples of 4' in str(e))
+    loaded = [name for name in sys.modules if name.startswith('jax')]
+    print('JAX LOADED', loaded != ['jax', 'jaxlib'])
+    np.savez('out.npz', out=out)
+  """
+  out, stdout = run_fresh(code, tmp_path, batch=batch)
   assert "dtype=tf.uint8, name='images'" in stdout
   assert 'REFUSED True' in stdout and 'JAX LOADED False' in stdout
-  want = jax_probabilities(workdirs[3], BATCH)
-  assert out['saved'].shape == (2, 32, 48, 3)
-  np.testing.assert_allclose(out['saved'].sum(-1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(out['saved'], want, atol=1e-5)
+  want = jax_probabilities(workdirs[3], batch)
+  assert out['out'].shape == (2, 32, 48, 3)
+  np.testing.assert_allclose(out['out'].sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(out['out'], want, atol=1e-5)
 
 
 def test_grey_input_and_bad_shapes_and_arguments(workdirs, tmp_path):
