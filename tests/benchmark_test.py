@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from sharp_unet_jax import benchmark, timing
@@ -35,7 +36,7 @@ def test_cli_prints_json_with_required_keys_as_last_line():
     '--image_size=16,32',
     '--batch_size=2',
     '--filters=4',
-    '--depth=2',
+    '--depth=1',
     '--steps=2',
     '--warmup=1',
     '--log_every=1',
@@ -89,19 +90,23 @@ def conv_flops(h, w, channels, filters, depth, sharp):
   return total + 2 * h * w * filters  # the 1x1 head
 
 
+# Depth 1: the hand count and the ratios hold at any depth. The tests that
+# use SIZES compile the same programs once (the session's persistent cache).
+SIZES = dict(image_size=(32, 32), batch_size=4, filters=4, depth=1)
+
+
 def test_infer_mode_costs_less_than_train_in_process():
   # Batch 4: the test session simulates 4 devices.
-  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
-  infer = benchmark.run(mode='infer', steps=1, warmup=0, matmul_size=128, **sizes)
-  train = benchmark.run(mode='train', steps=1, warmup=0, matmul_size=128, **sizes)
+  infer = benchmark.run(mode='infer', steps=1, warmup=0, matmul_size=128, **SIZES)
+  train = benchmark.run(mode='train', steps=1, warmup=0, matmul_size=128, **SIZES)
   # A forward pass is about a third of forward + backward.
   assert 0 < infer['gflops_per_image'] < 0.6 * train['gflops_per_image']
   # XLA's count of the forward pass: the convolutions counted by hand, plus
   # a few per cent of bias adds and ReLUs.
-  by_hand = conv_flops(32, 32, 3, 4, 2, sharp=True) / 1e9
+  by_hand = conv_flops(32, 32, 3, 4, 1, sharp=True) / 1e9
   assert by_hand <= infer['gflops_per_image'] <= 1.1 * by_hand
   with pytest.raises(ValueError, match='Unknown mode'):
-    benchmark.run(mode='tiled', steps=1, **sizes)
+    benchmark.run(mode='tiled', steps=1, **SIZES)
 
 
 def test_parse_size():
@@ -112,9 +117,20 @@ def test_bfloat16_compute_is_close_to_float32_on_cpu():
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
   f32 = models.UNet(num_filters=8, depth=2)
   bf16 = models.UNet(num_filters=8, depth=2, dtype=jnp.bfloat16)
-  params = f32.init(jax.random.key(1), x)['params']
-  ref = f32.apply({'params': params}, x)
-  out = bf16.apply({'params': params}, x)
+  # Flax's default initialisation (LeCun normal kernels, zero biases), drawn
+  # by NumPy: XLA takes tens of seconds to compile the model's init on CPU.
+  rng = np.random.default_rng(1)
+  params = jax.tree_util.tree_map(
+    lambda leaf: (
+      rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+      if leaf.ndim > 1
+      else np.zeros(leaf.shape)
+    ).astype(np.float32),
+    jax.eval_shape(f32.init, jax.random.key(1), x)['params'],
+  )
+  # Jitted: one compile each, not one per operation.
+  ref = jax.jit(f32.apply)({'params': params}, x)
+  out = jax.jit(bf16.apply)({'params': params}, x)
   assert out.dtype == jnp.float32
   scale = float(jnp.max(jnp.abs(ref)))
   assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * scale
@@ -156,13 +172,12 @@ def test_baseline_model_comparison_builds_both_real_models(monkeypatch):
       flops[config.model] = self.flops
 
   monkeypatch.setattr(benchmark, 'InferBench', Recording)
-  sizes = dict(image_size=(32, 32), batch_size=4, filters=4, depth=2)
   result = benchmark.run(
-    mode='infer', steps=1, rounds=1, warmup=0, baseline_model='unet', **sizes
+    mode='infer', steps=1, rounds=1, warmup=0, baseline_model='unet', **SIZES
   )
   assert result['model'] == 'sharp_unet' and set(flops) == {'sharp_unet', 'unet'}
   # The two compiled programs differ by the sharp block's depthwise work only.
-  extra = conv_flops(32, 32, 3, 4, 2, True) - conv_flops(32, 32, 3, 4, 2, False)
+  extra = conv_flops(32, 32, 3, 4, 1, True) - conv_flops(32, 32, 3, 4, 1, False)
   assert flops['sharp_unet'] - flops['unet'] == pytest.approx(4 * extra, rel=0.1)
 
 
@@ -184,10 +199,7 @@ def test_pipeline_mode_compares_input_with_the_step(tfds_dir):
     steps=2,
     warmup=1,
     rounds=2,
-    image_size=(32, 32),
-    batch_size=4,
-    filters=4,
-    depth=2,
+    **SIZES,
     data_dir=tfds_dir,
     dataset='synthetic_lesions/small',
   )

@@ -14,8 +14,10 @@ import sys
 import numpy as np
 from PIL import Image
 from predict_test import workdir  # noqa: F401  a workdir to predict with
+import pytest
 
 from configs import tiny
+from sharp_unet_jax import predict
 from sharp_unet_jax.compilation import budgets, report_cache
 from sharp_unet_jax.training import aot_steps, planning, tile_batch
 
@@ -39,7 +41,9 @@ def train_peak(config, target, per_device: int) -> int:
 def test_on_a_v5e_the_chosen_batch_fits_and_the_next_does_not(tmp_path):
   target = budgets.resolve('tpu:v5e:2x2')
   config = small_config()
-  budget = int(0.0005 * budgets.GIB)
+  # Between the peaks of 1 and 2 images per device (~0.45 and ~0.48 MB): the
+  # search compiles 2 (over) and 1 (fits), the fewest that prove the answer.
+  budget = int(0.000448 * budgets.GIB)
   cache = report_cache.ReportCache(str(tmp_path))
   result = planning.Planner(config, target, cache).plan_train('float32', budget)
   chosen = result.best.batch
@@ -57,51 +61,79 @@ def run_plan(*flags) -> subprocess.CompletedProcess:
   )
 
 
-def test_local_gives_a_batch_and_a_json_line_and_caches(tmp_path):
-  flags = ('--target=local', '--memory_limit_gib=0.004', '--dtypes=float32')
-  flags += (f'--cache_dir={tmp_path}', '--config.depth=1')
-  done = run_plan(*flags)
+# Between the peaks of 1 and 2 images per device (~0.26 and ~0.50 MB): the
+# command compiles 2 (over) and 1 (fits); the budget below fits neither, so
+# test_a_budget_that_fits_nothing_is_one_error_line compiles nothing.
+LOCAL_LIMIT_GIB = 0.0003
+
+
+@pytest.fixture(scope='module')
+def local_plan(tmp_path_factory):
+  """(the `plan --target=local` run, its cache folder), planned afresh."""
+  cache_dir = str(tmp_path_factory.mktemp('plan_cache'))
+  done = run_plan(
+    '--target=local',
+    f'--memory_limit_gib={LOCAL_LIMIT_GIB}',
+    '--dtypes=float32',
+    f'--cache_dir={cache_dir}',
+    '--config.depth=1',
+  )
   assert done.returncode == 0, done.stderr[-2000:]
+  return done, cache_dir
+
+
+def test_local_gives_a_batch_and_a_json_line_and_caches(local_plan):
+  done, cache_dir = local_plan
   summary = json.loads(done.stdout.strip().splitlines()[-1])
   plan = summary['train']['float32']
   devices = summary['devices']
   assert plan['batch'] == plan['batch_per_device'] * devices > 0
-  assert plan['peak_bytes'] <= summary['budget_bytes'] == int(0.004 * 2**30)
+  assert plan['peak_bytes'] <= summary['budget_bytes'] == int(LOCAL_LIMIT_GIB * 2**30)
   assert f'--config.batch_size={plan["batch"]} --config.dtype=float32' in done.stdout
   assert re.search(r'candidate 1 of at most \d+: .* elapsed\)', done.stdout)
   assert not any(c['cached'] for c in plan['candidates'])
-  again = run_plan(*flags)
-  assert again.returncode == 0, again.stderr[-2000:]
-  replan = json.loads(again.stdout.strip().splitlines()[-1])['train']['float32']
-  assert replan['batch'] == plan['batch']
-  assert all(c['cached'] for c in replan['candidates'])
+  # The same plan again, here (this test's 4 CPU devices are the command's
+  # too): every candidate comes from the cache the command wrote.
+  config = tiny.get_config()
+  config.depth = 1
+  cache = report_cache.ReportCache(cache_dir)
+  planner = planning.Planner(config, budgets.resolve('local'), cache)
+  replan = planner.plan_train('float32', summary['budget_bytes'])
+  assert replan.best.batch == plan['batch_per_device']
+  assert all(c.details['cached'] for c in replan.candidates)
 
 
-def test_a_budget_that_fits_nothing_is_one_error_line(tmp_path):
+def test_a_budget_that_fits_nothing_is_one_error_line(local_plan):
+  _, cache_dir = local_plan
   done = run_plan(
     '--target=local',
     '--memory_limit_gib=0.00001',
     '--dtypes=float32',
     '--config.depth=1',
-    f'--cache_dir={tmp_path}',
+    f'--cache_dir={cache_dir}',
   )
   assert done.returncode == 2
   errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and 'No train batch fits' in errors[0], done.stderr[-2000:]
   assert 'Traceback' not in done.stderr
+  # A second command reads the first one's cache: it compiles nothing again.
+  first = r'candidate 1 of at most \d+: 2 per device, .*, over budget \(cached;'
+  assert re.search(first, done.stdout), done.stdout[-2000:]
+  assert 'compiling' not in done.stdout
 
 
-def test_predict_auto_tile_batch_is_logged(workdir, tmp_path):  # noqa: F811
+def test_predict_auto_tile_batch_is_logged(workdir, tmp_path, caplog):  # noqa: F811
+  # In this process: the command line passes --tile_batch to predict_files
+  # as it is (predict_test runs the command itself).
   image = tmp_path / 'scan.png'
   Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(image)
-  command = [sys.executable, '-m', 'sharp_unet_jax.predict', f'--workdir={workdir}']
-  command += [f'--input={image}', f'--output_dir={tmp_path / "out"}']
-  done = subprocess.run(
-    [*command, '--tile_batch=auto'], cwd=ROOT, capture_output=True, text=True
+  caplog.set_level('INFO', logger='absl')
+  report = predict.predict_files(
+    workdir, str(image), str(tmp_path / 'out'), tile_batch='auto', progress=False
   )
-  assert done.returncode == 0, done.stderr[-2000:]
-  chosen = re.search(r'--tile_batch=auto: chose tile_batch=(\d+)', done.stderr)
-  assert chosen and int(chosen.group(1)) >= 1, done.stderr[-2000:]
+  assert report.written and not report.skipped
+  chosen = re.search(r'--tile_batch=auto: chose tile_batch=(\d+)', caplog.text)
+  assert chosen and int(chosen.group(1)) >= 1, caplog.text[-2000:]
   assert os.listdir(tmp_path / 'out') == ['scan.png']
 
 

@@ -169,13 +169,23 @@ def _xla_cost(compiled, chip, dtype: str, images: int) -> dict:
 
 @contextlib.contextmanager
 def _no_persistent_cache():
-  """Compile-only programs cannot be read back from JAX's persistent cache."""
+  """Compile-only programs cannot be read back from JAX's persistent cache.
+
+  Turning the cache off is not enough once this process has compiled with
+  it on (JAX decides whether the cache is used once per process): then each
+  program would still be serialised and written, and a later compile of the
+  same program would warn that it cannot read the entry back. An infinite
+  minimum compile time keeps every program out of the cache.
+  """
   enabled = jax.config.jax_enable_compilation_cache
+  min_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
   jax.config.update('jax_enable_compilation_cache', False)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', float('inf'))
   try:
     yield
   finally:
     jax.config.update('jax_enable_compilation_cache', enabled)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_seconds)
 
 
 def compile_step(fn, args) -> tuple[Any, Any, float]:
