@@ -50,10 +50,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv  # cli.run refuses positional arguments.
-  # Imported here, not above: the trainer brings in TensorFlow (the input
-  # pipeline), which a flag error or the supervising parent of a
-  # multi-process run never needs. Before jax.distributed starts, so that
-  # the processes' import times do not skew their first collective.
+  # Imported here, not above: a flag error or the supervising parent of a
+  # multi-process run never needs the trainer. Before jax.distributed starts,
+  # so that the processes' import times do not skew their first meeting.
   from sharp_unet_jax.training import train  # noqa: PLC0415
 
   if FLAGS.compilation_cache_dir:

@@ -19,16 +19,12 @@ import jax
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from sharp_unet_jax.data import channels, datasets  # noqa: E402,F401  (registers the builders)
 from sharp_unet_jax.data.datasets import common  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
 from sharp_unet_jax.training import kv_store  # noqa: E402
-
-# TensorFlow only feeds data: keep it off accelerators JAX should own.
-tf.config.set_visible_devices([], 'GPU')
 
 _RAW = tfds.decode.DeserializeMethod.RAW_BYTES
 
@@ -87,8 +83,20 @@ def check_mask_values(masks: np.ndarray, config, source: str) -> None:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _tensorflow():
+  """TensorFlow, imported when the first example is decoded: programs that
+  never read data (aot, plan) skip its seconds of import. It only feeds data,
+  so it is kept off the accelerators JAX should own."""
+  import tensorflow as tf  # noqa: PLC0415
+
+  tf.config.set_visible_devices([], 'GPU')
+  return tf
+
+
 def _make_decoder(features, size: Sequence[int], instances: bool):
   """A compiled TF function: serialized example -> resized features."""
+  tf = _tensorflow()
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
   def decode(record):
@@ -184,7 +192,7 @@ def examples(builder, split: str, decoders=None) -> Iterator[dict]:
     split: a split name or expression ('train+test').
     decoders: TFDS decoders per feature (tfds.decode.SkipDecoding()).
   """
-  features = builder.info.features
+  features, tf = builder.info.features, _tensorflow()
   for record in builder.as_data_source(split, deserialize_method=_RAW):
     example = features.deserialize_example(tf.constant(record), decoders=decoders)
     yield tfds.as_numpy(example)

@@ -6,7 +6,6 @@ import os
 from typing import Any, Optional
 
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
 import jax
 import ml_collections
 
@@ -41,6 +40,10 @@ def set_up(trainer, workdir: str) -> Run:
     trainer: the `train.Trainer` of the run's config.
     workdir: the run's folder (created if needed).
   """
+  # clu's writers bring in TensorFlow: imported when a run starts, not by the
+  # programs that only compile steps (aot, plan).
+  from clu import metric_writers, parameter_overview, periodic_actions  # noqa: PLC0415
+
   config = trainer.config
   workdir = workdirs.prepare(workdir)
   is_chief = jax.process_index() == 0
