@@ -48,39 +48,38 @@ def tiny_config(tfds_dir):
   return config
 
 
-# Modules whose module-scoped fixtures are expensive (main.py runs, compiled
-# TPU programs), heaviest first. `make test` runs the suite with
-# `--dist loadgroup`: each of these goes whole to one xdist worker, so its
-# fixtures are built once, and first, so that the many short tests fill the
-# other worker meanwhile and the run ends with short tests on both.
-ONE_WORKER_MODULES = (
+# The heaviest modules (main.py runs, compiled TPU programs), heaviest first.
+# `make test` runs the suite with `--dist loadfile`: each module goes whole to
+# one xdist worker, so its module fixtures are built once, and modules are
+# handed out in this order, so that the long ones start first and the run ends
+# on short ones on both workers.
+HEAVIEST_FIRST = (
   'host_failure_test',
   'packed_training_test',
   'experiment_cv_test',
-  'reliability_test',
   'aot_test',
+  'packed_test',
+  'reliability_test',
   'experiment_test',
+  'colabs_test',
+  'plan_test',
   'evaluate_test',
   'export_test',
   'predict_test',
-  'inference_test',
+  'benchmark_test',
+  'failure_detection_test',
+  'fast_layers_test',
+  'nnx_test',
+  'train_test',
+  'main_test',
+  'convert_keras_test',
+  'device_check_test',
 )
 
 
-def pytest_configure(config):
-  # pytest-xdist's marker, named here too for runs without xdist (-p no:xdist).
-  config.addinivalue_line('markers', 'xdist_group(name): run on one xdist worker')
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-  """Groups ONE_WORKER_MODULES' tests by module and moves them to the front."""
-  rank = {name: i for i, name in enumerate(ONE_WORKER_MODULES)}
-
-  def module_rank(item):
-    return rank.get(item.module.__name__.rsplit('.', 1)[-1], len(rank))
-
-  for item in items:
-    if module_rank(item) < len(rank):
-      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-  items.sort(key=module_rank)  # stable: each module keeps its order
+  """Orders the modules as HEAVIEST_FIRST, the others after them."""
+  rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+  items.sort(
+    key=lambda item: rank.get(item.module.__name__.rsplit('.', 1)[-1], len(rank))
+  )
