@@ -49,7 +49,7 @@ train: $(STAMP)
 # Style check, then the whole test suite on 2 workers (in $(AOT_VENV), for the
 # tests that compile for TPU and GPU).
 test: $(STAMP) $(AOT_STAMP) lint
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(AOT_PY) -m pytest -n 2 --dist loadfile --durations=10 tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(AOT_PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 # The suite on the default Python, then on each of PYTHONS.
 test-all-pythons: test

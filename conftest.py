@@ -51,8 +51,9 @@ def tiny_config(tfds_dir):
 # The heaviest modules (main.py runs, compiled TPU programs), heaviest first.
 # `make test` runs the suite with `--dist loadfile`: each module goes whole to
 # one xdist worker, so its module fixtures are built once, and modules are
-# handed out in this order, so that the long ones start first and the run ends
-# on short ones on both workers.
+# handed out in this order (`--no-loadscope-reorder`: xdist would otherwise
+# hand out the modules with the most tests first), so that the long ones
+# start first and the run ends on short ones on both workers.
 HEAVIEST_FIRST = (
   'host_failure_test',
   'packed_training_test',
