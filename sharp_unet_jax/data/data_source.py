@@ -15,6 +15,7 @@ import functools
 import os
 from typing import Callable, Iterator, Optional, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -84,19 +85,23 @@ def check_mask_values(masks: np.ndarray, config, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _tensorflow():
-  """TensorFlow, imported when the first example is decoded: programs that
-  never read data (aot, plan) skip its seconds of import. It only feeds data,
-  so it is kept off the accelerators JAX should own."""
+def tensorflow():
+  """TensorFlow, imported when a run first needs it (a decoder, a summary
+  writer): programs that never read data (aot, plan) skip its seconds of
+  import. It only feeds data and writes summaries, so it is kept off the
+  GPUs that JAX should own."""
   import tensorflow as tf  # noqa: PLC0415
 
-  tf.config.set_visible_devices([], 'GPU')
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow started before this call: too late
+    logging.warning('TensorFlow was started before it could be kept off the GPUs.')
   return tf
 
 
 def _make_decoder(features, size: Sequence[int], instances: bool):
   """A compiled TF function: serialized example -> resized features."""
-  tf = _tensorflow()
+  tf = tensorflow()
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
   def decode(record):
@@ -192,7 +197,7 @@ def examples(builder, split: str, decoders=None) -> Iterator[dict]:
     split: a split name or expression ('train+test').
     decoders: TFDS decoders per feature (tfds.decode.SkipDecoding()).
   """
-  features, tf = builder.info.features, _tensorflow()
+  features, tf = builder.info.features, tensorflow()
   for record in builder.as_data_source(split, deserialize_method=_RAW):
     example = features.deserialize_example(tf.constant(record), decoders=decoders)
     yield tfds.as_numpy(example)

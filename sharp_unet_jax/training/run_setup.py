@@ -10,7 +10,7 @@ import jax
 import ml_collections
 
 from sharp_unet_jax import workdirs
-from sharp_unet_jax.data import input_pipeline
+from sharp_unet_jax.data import data_source, input_pipeline
 from sharp_unet_jax.training import checkpointing
 from sharp_unet_jax.training import recipe as recipe_lib
 
@@ -41,7 +41,8 @@ def set_up(trainer, workdir: str) -> Run:
     workdir: the run's folder (created if needed).
   """
   # clu's writers bring in TensorFlow: imported when a run starts, not by the
-  # programs that only compile steps (aot, plan).
+  # programs that only compile steps (aot, plan), and kept off the GPUs first.
+  data_source.tensorflow()
   from clu import metric_writers, parameter_overview, periodic_actions  # noqa: PLC0415
 
   config = trainer.config
