@@ -78,21 +78,18 @@ class PeerMonitor:
     )
     return self
 
-  def stop(self, timeout: Optional[float] = None) -> bool:
-    """Stops the threads, then tells the peers this process finished.
+  def stop(self) -> bool:
+    """Stops the threads; the heartbeat thread's last beat says it finished.
 
     Returns:
-      Whether both threads ended within `timeout` (default: two intervals
-      plus 10 s for a runtime call under way).
+      Whether both threads ended within two intervals plus 10 s (for a
+      runtime call under way).
     """
     self._stop.set()
-    deadline = time.monotonic() + (timeout or 2 * self.interval + 10)
+    deadline = time.monotonic() + 2 * self.interval + 10
     for thread in self._threads:
       thread.join(max(0.0, deadline - time.monotonic()))
-    stopped = not any(thread.is_alive() for thread in self._threads)
-    if stopped:
-      kv_store.try_with_timeout(lambda kv: self._beat(kv, FINISHED), self.interval)
-    return stopped
+    return not any(thread.is_alive() for thread in self._threads)
 
   def _beat(self, kv, phase: str) -> None:
     self._counter += 1
@@ -121,6 +118,10 @@ class PeerMonitor:
           self.peer_states[peer] = (step, phase)
       self._announced = {p: v for p, v in announced.items() if p != self._index}
       self._stop.wait(self.interval)
+    try:
+      self._beat(kv, FINISHED)
+    except Exception:  # noqa: BLE001  (a peer then sees silence, as before)
+      pass
 
   def _judge(self) -> None:
     while not self._stop.wait(self.interval):
@@ -174,7 +175,8 @@ def start(timeout: float) -> None:
   failures.tell_parent('count', jax.process_count())
   if jax.process_count() > 1 and _monitor is None:
     _monitor = PeerMonitor(timeout).start()
-    # Registered after jax.distributed's own exit handler, so it runs first.
+    # Registered after JAX's exit handler (which shuts jax.distributed down),
+    # so it runs first.
     atexit.register(_monitor.stop)
 
 
