@@ -25,7 +25,7 @@ JSON object with all of it.
 
 --peer=keras also compiles the paper's Keras model (Keras 3 on JAX) for the
 same target, batch, dtype and optimiser, in a process of its own
-(`python -m sharp_unet_jax.keras_aot`, so that Keras' back-end switch stays
+(`python -m sharp_unet_jax.benchmarks.keras_aot`, so that Keras' back-end switch stays
 out of this one), and prints, per step, estimated time ours/peer (lower is
 better; timing.TIME_RATIO) with both programs' kernels and bytes; the JSON
 gains `peer` (its reports), `ratio` (the convention) and
@@ -46,7 +46,8 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from sharp_unet_jax import cli, timing
+from sharp_unet_jax import cli
+from sharp_unet_jax.benchmarks import timing
 from sharp_unet_jax.compilation import targets
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import aot_steps
@@ -109,13 +110,13 @@ def describe(name: str, report: dict) -> str:
 
 
 def start_peer(peer: str, argv: list[str]) -> subprocess.Popen:
-  """Starts the peer's compile (`python -m sharp_unet_jax.keras_aot` with
+  """Starts the peer's compile (`python -m sharp_unet_jax.benchmarks.keras_aot` with
   this program's flags) in a process of its own."""
   if peer != 'keras':
     raise UserError(f'--peer={peer!r}: the only peer is keras.')
   flags_ = [a for a in argv[1:] if not a.startswith('--peer')]
   env = dict(os.environ, KERAS_BACKEND='jax', ALLOW_MULTIPLE_LIBTPU_LOAD='1')
-  command = [sys.executable, '-m', 'sharp_unet_jax.keras_aot', *flags_]
+  command = [sys.executable, '-m', 'sharp_unet_jax.benchmarks.keras_aot', *flags_]
   return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
 
 

@@ -38,7 +38,8 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sharp_unet_jax import benchmark, cli, keras_aot, timing  # noqa: E402
+from sharp_unet_jax import cli  # noqa: E402
+from sharp_unet_jax.benchmarks import benchmark, keras_aot, timing  # noqa: E402
 from sharp_unet_jax.compilation import meshes  # noqa: E402
 from sharp_unet_jax.evaluation import inference  # noqa: E402
 from sharp_unet_jax.training import train  # noqa: E402

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from sharp_unet_jax import aot, timing
-from sharp_unet_jax.compilation import hlo_stats, targets, xla_options
+from sharp_unet_jax import aot
+from sharp_unet_jax.benchmarks import timing
+from sharp_unet_jax.compilation import compile_reports, hlo_stats, targets, xla_options
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import aot_steps, train
 
@@ -49,7 +50,7 @@ def compiled(trainer):
   """{step: (lowered, compiled)} of Sharp U-Net for the target."""
   programs = {}
   for name, (fn, args) in aot_steps.step_inputs(trainer).items():
-    lowered, program, _ = aot_steps.compile_step(fn, args)
+    lowered, program, _ = compile_reports.compile_step(fn, args)
     assert not isinstance(program, str), program
     programs[name] = (lowered, program)
   return programs
@@ -58,7 +59,9 @@ def compiled(trainer):
 @pytest.fixture(scope='module')
 def sharp_reports(compiled, target, trainer):
   return {
-    name: aot_steps.summarize(lowered, program, target, trainer.config, 2)
+    name: compile_reports.summarize(
+      program, target, aot_steps.compute_dtype(trainer.config, target), 2
+    )
     for name, (lowered, program) in compiled.items()
   }
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import benchmark, timing
+from sharp_unet_jax.benchmarks import benchmark, timing
 from sharp_unet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ def test_cli_prints_json_with_required_keys_as_last_line():
   command = [
     sys.executable,
     '-m',
-    'sharp_unet_jax.benchmark',
+    'sharp_unet_jax.benchmarks.benchmark',
     '--model=sharp_unet',
     '--image_size=16,32',
     '--batch_size=2',

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sharp_unet_jax import conv_benchmark
+from sharp_unet_jax.benchmarks import conv_benchmark
 
 
 def test_conv_shapes_are_the_unets_distinct_3x3_convolutions():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sharp_unet_jax import timing
+from sharp_unet_jax.benchmarks import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,7 +5,7 @@ without memory analysis."""
 import pytest
 
 from sharp_unet_jax import aot
-from sharp_unet_jax.compilation import chips, gpu_kernels
+from sharp_unet_jax.compilation import chips, compile_reports, gpu_kernels
 from sharp_unet_jax.training import aot_steps
 
 CHIP = chips.Chip('fake', 'Fake', {'float32': 1e12, 'bfloat16': 4e12}, 2**30, 1e11, '')
@@ -58,13 +58,13 @@ custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":\
 
 def test_roofline_is_the_slower_of_compute_and_memory():
   compute_bound = {'flops': 3e12, 'bytes_accessed': 1e11}  # 3 s vs 1 s
-  est = aot_steps.roofline(compute_bound, CHIP, 'float32', 6)
+  est = compile_reports.roofline(compute_bound, CHIP, 'float32', 6)
   assert est['est_step_ms'] == pytest.approx(3000.0)
   assert est['est_images_per_sec_per_device'] == pytest.approx(2.0)
   # bfloat16's peak is 4x: 0.75 s of compute, 1 s of memory traffic.
-  est = aot_steps.roofline(compute_bound, CHIP, 'bfloat16', 6)
+  est = compile_reports.roofline(compute_bound, CHIP, 'bfloat16', 6)
   assert est['est_step_ms'] == pytest.approx(1000.0)
-  assert aot_steps.roofline({'flops': None}, CHIP, 'float32', 6) == {
+  assert compile_reports.roofline({'flops': None}, CHIP, 'float32', 6) == {
     'est_step_ms': None,
     'est_images_per_sec_per_device': None,
   }
@@ -103,8 +103,8 @@ class NoMemoryAnalysis:
 
 
 def test_a_missing_memory_analysis_gives_a_clear_line():
-  report = aot_steps.memory(NoMemoryAnalysis())
-  assert report == dict.fromkeys(aot_steps.MEMORY_FIELDS)
+  report = compile_reports.memory(NoMemoryAnalysis())
+  assert report == dict.fromkeys(compile_reports.MEMORY_FIELDS)
   report.update(
     compiled=True,
     compile_s=1.0,

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from sharp_unet_jax import experiment, experiment_runs
 from sharp_unet_jax.data import folds, input_pipeline
+from sharp_unet_jax.experiment import runs, seeds
 from sharp_unet_jax.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +86,7 @@ def relaunched(tfds_dir, tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(input_pipeline, 'load_split', recording_load)
     patch.setattr(train, 'train_and_evaluate', recording_train)
-    summary = experiment.run_experiment(config, workdir, seeds=2, folds=2)
+    summary = seeds.run_experiment(config, workdir, seeds=2, folds=2)
   return config, workdir, before, events, summary
 
 
@@ -167,12 +167,12 @@ def test_flips_average_views_of_the_same_models(relaunched):
   config, workdir, _, _, _ = relaunched
   dirs = [os.path.join(workdir, f'sharp_unet_fold{f}_seed0') for f in range(2)]
   test = input_pipeline.load_split(config, 'test')
-  view = experiment_runs.Flipped(test, (1,))
+  view = runs.Flipped(test, (1,))
   np.testing.assert_array_equal(
     view.read([3])['image'], test.read([3])['image'][:, :, ::-1]
   )
-  masks, plain = next(experiment_runs.averaged_probabilities(dirs, test, 'none'))
-  same, flipped = next(experiment_runs.averaged_probabilities(dirs, test, 'flips'))
+  masks, plain = next(runs.averaged_probabilities(dirs, test, 'none'))
+  same, flipped = next(runs.averaged_probabilities(dirs, test, 'flips'))
   np.testing.assert_array_equal(masks, same)  # scored against unflipped truth
   assert plain.shape == flipped.shape == (8, 32, 32, 1)
   assert not np.allclose(plain, flipped)  # four views, not one
@@ -181,5 +181,5 @@ def test_flips_average_views_of_the_same_models(relaunched):
 
 def test_cv_refuses_a_test_split_used_for_validation(tiny_config, tmp_path):
   tiny_config.eval_split = 'test'  # the paper protocol's shape
-  with pytest.raises(experiment.UserError, match='--folds needs a test split'):
-    experiment.run_experiment(tiny_config, str(tmp_path), seeds=1, folds=2)
+  with pytest.raises(seeds.UserError, match='--folds needs a test split'):
+    seeds.run_experiment(tiny_config, str(tmp_path), seeds=1, folds=2)

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_unet_jax import experiment, experiment_runs, replicas
 from sharp_unet_jax.evaluation import experiment_report, statistics
-from sharp_unet_jax.training import checkpointing, restore, train
+from sharp_unet_jax.experiment import runs, seeds
+from sharp_unet_jax.training import checkpointing, replicas, restore, train
 
 
 def small_config(tfds_dir):
@@ -29,7 +29,7 @@ def finished(tfds_dir, tmp_path_factory):
   """An experiment of both models x 2 seeds, run to the end."""
   workdir = str(tmp_path_factory.mktemp('experiment'))
   config = small_config(tfds_dir)
-  summary = experiment.run_experiment(config, workdir, seeds=2, budget='fixed')
+  summary = seeds.run_experiment(config, workdir, seeds=2, budget='fixed')
   return config, workdir, summary
 
 
@@ -100,13 +100,13 @@ def test_writes_results_in_the_papers_layout(finished):
 def read_per_image(saved: dict, model: str, k: int) -> np.ndarray:
   """Run k's cached per-image test Dice, read from its folder."""
   folder = saved['models'][model]['runs'][k]['workdir']
-  with open(os.path.join(folder, experiment.PER_IMAGE)) as f:
+  with open(os.path.join(folder, seeds.PER_IMAGE)) as f:
     return np.asarray(json.load(f)['dice'])
 
 
 def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch):
   config, workdir, summary = finished
-  unfinished = experiment.run_dir(workdir, 'unet', 1)
+  unfinished = seeds.run_dir(workdir, 'unet', 1)
   os.remove(os.path.join(unfinished, 'test_metrics.json'))
   calls = []
   real = train.train_and_evaluate
@@ -116,7 +116,7 @@ def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch)
     return real(run_config, run_workdir)
 
   monkeypatch.setattr(train, 'train_and_evaluate', counting)
-  again = experiment.run_experiment(config, workdir, seeds=2, budget='fixed')
+  again = seeds.run_experiment(config, workdir, seeds=2, budget='fixed')
   # Only the unfinished run ran; it resumed at its last checkpoint (step 2).
   assert calls == [('unet', 1, unfinished)]
   with open(os.path.join(unfinished, 'test_metrics.json')) as f:
@@ -130,22 +130,22 @@ def test_rerun_skips_finished_runs_and_resumes_unfinished(finished, monkeypatch)
 def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
   config, workdir, _ = finished
   vmapped = str(tmp_path)
-  summary = experiment.run_experiment(
+  summary = seeds.run_experiment(
     config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
   )
   assert summary['vmap'] and 'seed_level' not in summary
   # Adam's first steps move each weight by about lr x sign(gradient), so the
   # weights say little about the gradients' size; its moments do: after 2
   # steps mu = 0.09 g1 + 0.1 g2 and nu = 0.000999 g1^2 + 0.001 g2^2.
-  unet = experiment.run_config(config, 'unet', 0)
+  unet = seeds.run_config(config, 'unet', 0)
   manager = checkpointing.create_manager(os.path.join(vmapped, 'unet_vmap_state'))
   stacked = checkpointing.restore(
     manager, replicas.ReplicaTrainer(unet).init(jnp.arange(2, dtype=jnp.int32))
   )
   manager.close()
   for k in range(2):
-    ours = restore.load(experiment.run_dir(vmapped, 'unet', k))
-    manager = checkpointing.create_manager(experiment.run_dir(workdir, 'unet', k))
+    ours = restore.load(seeds.run_dir(vmapped, 'unet', k))
+    manager = checkpointing.create_manager(seeds.run_dir(workdir, 'unet', k))
     theirs = checkpointing.restore(manager, train.Trainer(unet).initial_state())
     manager.close()
     assert ours.step == int(theirs.step) == 2 == int(stacked.step[k])
@@ -170,7 +170,7 @@ def test_vmap_trains_the_same_models_as_sequential_runs(finished, tmp_path):
     ):
       np.testing.assert_array_equal(a, np.asarray(b)[k])  # the run folder's copy
   # A rerun finds everything finished.
-  again = experiment.run_experiment(
+  again = seeds.run_experiment(
     config, vmapped, seeds=2, models=['unet'], vmap=True, budget='fixed'
   )
   assert again['train_seconds'] == {}
@@ -226,24 +226,24 @@ def test_paper_numbers_are_the_published_table():
 
 
 def test_bad_models_fail_clearly():
-  with pytest.raises(experiment.UserError, match='--models=unet,resnet'):
-    experiment.parse_models('unet,resnet')
+  with pytest.raises(seeds.UserError, match='--models=unet,resnet'):
+    seeds.parse_models('unet,resnet')
 
 
 def test_a_workdir_of_other_settings_is_refused(finished):
   config, workdir, _ = finished
-  with pytest.raises(experiment.UserError, match='budget'):
-    experiment.run_experiment(config, workdir, seeds=2, budget='best')
+  with pytest.raises(seeds.UserError, match='budget'):
+    seeds.run_experiment(config, workdir, seeds=2, budget='best')
 
 
 def test_best_budget_is_the_papers_recipe_with_a_step_cap(tiny_config):
   tiny_config.num_train_steps = 1000
   tiny_config.eval_every_steps = 500
-  best = experiment_runs.budget_config(tiny_config, 'best', num_train=64)
+  best = runs.budget_config(tiny_config, 'best', num_train=64)
   assert best.schedule == 'plateau' and best.early_stopping
   assert best.save_best_checkpoint and best.num_train_steps == 1000
   assert best.eval_every_steps == 8  # one epoch: 64 images, batch 8
-  fixed = experiment_runs.budget_config(tiny_config, 'fixed', num_train=64)
+  fixed = runs.budget_config(tiny_config, 'fixed', num_train=64)
   assert fixed.to_dict() == tiny_config.to_dict()
-  with pytest.raises(experiment.UserError, match='--budget=long'):
-    experiment_runs.budget_config(tiny_config, 'long', num_train=64)
+  with pytest.raises(seeds.UserError, match='--budget=long'):
+    runs.budget_config(tiny_config, 'long', num_train=64)

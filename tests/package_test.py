@@ -72,7 +72,7 @@ def third_party_imports(modules):
         names.update(alias.name.split('.')[0] for alias in node.names)
       elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
         names.add(node.module.split('.')[0])
-  # `configs` is the checkout's folder of configs (benchmark.py reads it).
+  # `configs` is the checkout's folder of configs (benchmarks/benchmark.py reads it).
   return names - set(sys.stdlib_module_names) - {'sharp_unet_jax', 'configs'}
 
 
@@ -128,7 +128,10 @@ def test_import_is_cheap_and_exports_the_model():
 
 
 # The top-level modules that are library, not programs (docs/architecture.md).
-LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'timing', 'nnx'}
+LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'nnx'}
+# Folders of programs and their parts: the measuring programs (with their
+# `timing`) and the experiment (its `runs` and `cv` import `evaluate`).
+PROGRAM_FOLDERS = {'benchmarks', 'experiment'}
 
 
 def package_imports() -> dict[str, set[str]]:
@@ -159,9 +162,13 @@ def test_library_never_imports_a_program_and_nothing_imports_in_a_circle():
 
   def is_program(name):
     parts = name.split('.')
+    if len(parts) > 2:
+      return parts[1] in PROGRAM_FOLDERS
     return len(parts) == 2 and parts[1] not in LIBRARY_TOP_LEVEL
 
   assert 'sharp_unet_jax.evaluate' in graph and is_program('sharp_unet_jax.evaluate')
+  assert is_program('sharp_unet_jax.benchmarks.timing')
+  assert not is_program('sharp_unet_jax.training.replicas')
   wrong = sorted(
     (name, imported)
     for name, imports in graph.items()

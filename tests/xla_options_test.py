@@ -7,7 +7,7 @@ import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import benchmark
+from sharp_unet_jax.benchmarks import benchmark
 from sharp_unet_jax.compilation import xla_options
 from sharp_unet_jax.training import train
 

@@ -32,7 +32,7 @@ tf.data. The input pipeline is numpy indexing of arrays held in memory
 keeping augmentation a pure function of the same key in the same jitted step
 keeps that property for free; it adds no host work, no extra transfers (the
 batch is already on device) and no per-process TF graph to keep in step.
-Measured with `python -m sharp_unet_jax.augment_benchmark
+Measured with `python -m sharp_unet_jax.benchmarks.augment_benchmark
 --config=configs/default.py` (CPU, 2 cores, 1 device; global batch
 16 x 64 x 64 x 3, Sharp U-Net with 16 filters; medians of 5 alternating
 rounds; every augmentation on, elastic included): augmentation alone 5.3 ms

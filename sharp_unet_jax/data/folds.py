@@ -10,7 +10,7 @@ Folds come from the example ids alone: the ids of the pool are ordered by
 the SHA-256 of the id and dealt out in turn (rank mod K), so every fold has
 the same size to within one, and the folds do not depend on the order of the
 files, on a seed, or on any other split. The test split is never in a pool
-that experiment.py builds, so it takes part in no choice.
+that the experiment (experiment/cv.py) builds, so it takes part in no choice.
 """
 
 import hashlib

@@ -1,4 +1,5 @@
-"""Tables of experiment.py: the paper's layout, the seed-level comparison, CV."""
+"""Tables of the experiment (`python -m sharp_unet_jax.experiment`): the
+paper's layout, the seed-level comparison, CV."""
 
 from typing import Optional
 

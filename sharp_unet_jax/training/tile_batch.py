@@ -3,7 +3,7 @@
 Overlap-tile inference (evaluation/inference.py) runs one compiled function
 per tile shape; its memory grows with the tiles per call. `tile_report`
 compiles that function for a tile batch (abstract inputs: nothing runs)
-through aot_steps and reads XLA's memory analysis of it; `auto_tile_batch`
+through compile_reports and reads XLA's memory analysis of it; `auto_tile_batch`
 searches for the largest tile batch within a budget on the devices at hand,
 for `predict --tile_batch=auto`, and falls back to a fixed batch where the
 backend gives no memory analysis or the device memory is unknown."""
@@ -14,9 +14,8 @@ from absl import logging
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from sharp_unet_jax.compilation import batch_search, budgets, meshes
+from sharp_unet_jax.compilation import batch_search, budgets, compile_reports, meshes
 from sharp_unet_jax.evaluation import inference
-from sharp_unet_jax.training import aot_steps
 
 FALLBACK = 4  # tiles per call where no memory analysis is available
 AUTO_LIMIT = 32  # most tiles per device that auto tries
@@ -51,12 +50,12 @@ def tile_report(
     ),
     jax.ShapeDtypeStruct((height, width), 'float32', sharding=replicated),
   )
-  _, program, seconds = aot_steps.compile_step(forward, args)
+  _, program, seconds = compile_reports.compile_step(forward, args)
   report = {'compile_s': round(seconds, 2)}
   if isinstance(program, str):
     return {**report, 'peak_bytes': None, 'error': program}
   try:
-    peak = aot_steps.memory(program).get('peak_bytes')
+    peak = compile_reports.memory(program).get('peak_bytes')
   except Exception:  # noqa: BLE001  a backend without memory analysis
     peak = None
   if peak is None:

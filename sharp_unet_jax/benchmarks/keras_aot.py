@@ -1,6 +1,7 @@
 r"""The paper's Keras model, on Keras 3's JAX back end, compiled for a target.
 
-  python -m sharp_unet_jax.keras_aot --config=configs/isic.py --target=tpu:v5e:2x2
+  python -m sharp_unet_jax.benchmarks.keras_aot --config=configs/isic.py \
+      --target=tpu:v5e:2x2
 
 Compiles a train step and a predict step of `keras_reference.build_keras_unet`
 (the paper's layers; Adam(1e-3, eps 1e-7) and binary cross-entropy on
@@ -27,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from sharp_unet_jax import aot, cli  # noqa: E402
-from sharp_unet_jax.compilation import targets, xla_options  # noqa: E402
+from sharp_unet_jax.compilation import compile_reports, targets, xla_options  # noqa: E402
 from sharp_unet_jax.model import models  # noqa: E402
 from sharp_unet_jax.training import aot_steps  # noqa: E402
 
@@ -141,11 +142,12 @@ def compile_all(config, target, on_step=None, steps=('train', 'predict')) -> dic
   aot_steps'."""
   images = aot_steps.images_per_device(config, len(target.devices))
   chosen = {k: v for k, v in step_inputs(config, target).items() if k in steps}
-  return aot_steps.compile_steps(chosen, config, target, images, on_step)
+  dtype = aot_steps.compute_dtype(config, target)
+  return compile_reports.compile_steps(chosen, target, dtype, images, on_step)
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.keras_aot`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.keras_aot`."""
   del argv
   jax.config.update('jax_platforms', 'cpu')
   config = FLAGS.config

@@ -1,8 +1,8 @@
-"""The runs of experiment.py: their configs, training, and test-set predictions.
+"""The runs of the experiment: their configs, training, and test-set predictions.
 
-Shared by the seed experiment (experiment.py) and k-fold cross-validation
-(experiment_cv.py). A run is finished when its folder holds
-test_metrics.json (written by training at its very end), so a killed
+Shared by the seed experiment (seeds.py) and k-fold cross-validation (cv.py).
+A run is finished when its folder holds test_metrics.json (written by
+training at its very end), so a killed
 experiment, launched again, trains only what is not finished, and an
 unfinished run resumes from its latest checkpoint.
 """

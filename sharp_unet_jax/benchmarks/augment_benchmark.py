@@ -1,6 +1,6 @@
 r"""Measures what on-device augmentation costs against the train step.
 
-  python -m sharp_unet_jax.augment_benchmark --config=configs/default.py \
+  python -m sharp_unet_jax.benchmarks.augment_benchmark --config=configs/default.py \
       [--steps=20] [--repeats=5]
 
 Three compiled functions on one global batch of the config, timed in
@@ -19,7 +19,7 @@ import functools
 
 import jax
 
-from sharp_unet_jax import timing
+from sharp_unet_jax.benchmarks import timing
 from sharp_unet_jax.data import augment, input_pipeline
 from sharp_unet_jax.training import train
 
@@ -59,7 +59,7 @@ def benchmark(config, steps: int = 20, repeats: int = 5) -> dict:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.augment_benchmark`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.augment_benchmark`."""
   from absl import flags  # noqa: PLC0415
 
   values = flags.FLAGS

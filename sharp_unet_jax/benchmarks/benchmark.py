@@ -2,7 +2,7 @@
 
 Usage:
 
-  python -m sharp_unet_jax.benchmark --model=sharp_unet --image_size=128 \\
+  python -m sharp_unet_jax.benchmarks.benchmark --model=sharp_unet --image_size=128 \\
     --batch_size=4 --filters=32 --steps=20 --mode=train
 
 The last printed line is one JSON object: images_per_sec and step_ms_median
@@ -11,7 +11,8 @@ analysis of the compiled step), achieved_gflops, matmul_peak_gflops (a large
 float32 matmul timed in the same process) and their ratio, among others.
 With --baseline_model=M it instead times --model and M in interleaved rounds
 and reports step_time_ratio (model over M) and the per-round ratios.
-`python -m sharp_unet_jax.peer_benchmark` compares with the paper's Keras model.
+`python -m sharp_unet_jax.benchmarks.peer_benchmark` compares with the paper's
+Keras model.
 """
 
 import json
@@ -25,7 +26,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from sharp_unet_jax import timing
+from sharp_unet_jax.benchmarks import timing
 
 MODES = ('train', 'infer', 'pipeline')
 
@@ -306,7 +307,7 @@ _RUN_FLAGS = (
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.benchmark`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.benchmark`."""
   del argv
   values = flags.FLAGS
   enable_compilation_cache(values.compilation_cache_dir)

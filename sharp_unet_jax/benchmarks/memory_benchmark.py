@@ -1,6 +1,6 @@
 r"""Peak host memory of training against the size of the data set.
 
-  python -m sharp_unet_jax.memory_benchmark --out_dir=/tmp/membench \
+  python -m sharp_unet_jax.benchmarks.memory_benchmark --out_dir=/tmp/membench \
       [--counts=1000,10000] [--size=256] [--steps=30]
 
 For each count, writes a folder of that many PNG images and masks (the
@@ -22,7 +22,8 @@ from absl import app, flags
 import numpy as np
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root: sharp_unet_jax/benchmarks/ is two folders below it.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
 
 
@@ -87,7 +88,7 @@ def measure(out_dir: str, count: int, size: int, steps: int) -> dict:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.memory_benchmark`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.memory_benchmark`."""
   del argv
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   results = []

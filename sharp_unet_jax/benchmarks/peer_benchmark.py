@@ -2,8 +2,8 @@
 
 Usage:
 
-  python -m sharp_unet_jax.peer_benchmark --model=sharp_unet --image_size=128 \\
-    --batch_size=4 --filters=32 --steps=5 --rounds=6
+  python -m sharp_unet_jax.benchmarks.peer_benchmark --model=sharp_unet \\
+    --image_size=128 --batch_size=4 --filters=32 --steps=5 --rounds=6
 
 Both models have the same architecture, batch, input size and optimiser (Adam
 1e-3, eps 1e-7, cross-entropy). The timed steps alternate in rounds (`steps`
@@ -22,10 +22,10 @@ import time
 from absl import app, flags
 import numpy as np
 
-from sharp_unet_jax import benchmark, timing
+from sharp_unet_jax.benchmarks import benchmark, timing
 
 # --model, --image_size, --batch_size, --filters, --depth, --steps (per round)
-# and --rounds are benchmark.py's flags.
+# and --rounds are benchmarks/benchmark.py's flags.
 
 
 class KerasBench:
@@ -88,7 +88,7 @@ def compare(config, mode: str, steps: int, rounds: int, jit_compile='auto') -> d
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.peer_benchmark`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.peer_benchmark`."""
   del argv
   fv = flags.FLAGS
   config = benchmark.make_config(

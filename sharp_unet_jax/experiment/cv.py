@@ -26,11 +26,11 @@ import time
 from absl import logging
 import numpy as np
 
-from sharp_unet_jax import experiment_runs
 from sharp_unet_jax.data import folds as folds_lib
 from sharp_unet_jax.data import input_pipeline
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.evaluation import experiment_report, statistics
+from sharp_unet_jax.experiment import runs
 
 
 def fold_dir(workdir: str, model: str, fold: int, index: int) -> str:
@@ -52,8 +52,8 @@ def fold_config(config, model: str, fold: int, folds: int, index: int, budget: s
   one.train_split = folds_lib.split_name(pool, fold, folds, 'train')
   one.eval_split = folds_lib.split_name(pool, fold, folds, 'held_out')
   one.test_split = one.eval_split
-  num_train = experiment_runs.num_examples(one, one.train_split)
-  return experiment_runs.budget_config(one, budget, num_train)
+  num_train = runs.num_examples(one, one.train_split)
+  return runs.budget_config(one, budget, num_train)
 
 
 def train_folds(config, workdir, models, seeds, folds, budget) -> dict:
@@ -64,10 +64,10 @@ def train_folds(config, workdir, models, seeds, folds, budget) -> dict:
     for index in range(seeds):
       for fold in range(folds):
         directory = fold_dir(workdir, model, fold, index)
-        if experiment_runs.is_finished(directory):
+        if runs.is_finished(directory):
           continue
         one = fold_config(config, model, fold, folds, index, budget)
-        experiment_runs.train_one(one, directory)
+        runs.train_one(one, directory)
         trained += 1
     logging.info('%s: trained %d runs.', model, trained)
     if trained:
@@ -84,8 +84,8 @@ def fold_scores(workdir, models, seeds, folds) -> tuple[dict, list]:
       dice, jaccard = [], []
       for index in range(seeds):
         directory = fold_dir(workdir, model, fold, index)
-        path = os.path.join(directory, experiment_runs.METRICS)
-        metrics = experiment_runs.read_json(path)
+        path = os.path.join(directory, runs.METRICS)
+        metrics = runs.read_json(path)
         dice.append(100.0 * metrics['dice_per_image'])
         jaccard.append(100.0 * metrics['iou_per_image'])
         decisions.append(
@@ -114,21 +114,21 @@ def ensemble_test(config, workdir, models, seeds, folds, tta, rule) -> dict:
   test_data = input_pipeline.load_split(config, config.test_split)
   per_model, per_image, left_out = {}, {}, 0
   for model in models:
-    runs = []
+    rows = []
     for index in range(seeds):
       dirs = [fold_dir(workdir, model, fold, index) for fold in range(folds)]
       path = os.path.join(workdir, f'{model}_seed{index}_ensemble_{tta}.json')
-      scores = experiment_runs.cached_test_scores(path, dirs, test_data, rule, tta)
-      runs.append(
+      scores = runs.cached_test_scores(path, dirs, test_data, rule, tta)
+      rows.append(
         {
           'seed': int(config.seed) + index,
-          **experiment_runs.run_means(scores),
+          **runs.run_means(scores),
           'checkpoint': f'ensemble of {folds} folds, tta {tta}',
         }
       )
       per_image.setdefault(model, []).append(scores['dice'])
       left_out += scores['classes_left_out']
-    per_model[model] = experiment_runs.model_table(runs)
+    per_model[model] = runs.model_table(rows)
   return {
     'num_test_images': len(test_data),
     'models': per_model,
@@ -189,5 +189,5 @@ def run(config, workdir, models, seeds, folds, budget, tta, rule) -> dict:
     for m in models
   }
   title = f'{config.dataset}, {folds}-fold CV, budget {budget}, {seeds} seeds'
-  summary['learning_curve'] = experiment_runs.write_curves(workdir, dirs, title)
+  summary['learning_curve'] = runs.write_curves(workdir, dirs, title)
   return summary

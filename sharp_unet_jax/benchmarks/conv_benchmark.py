@@ -2,8 +2,8 @@
 
 Usage:
 
-  python -m sharp_unet_jax.conv_benchmark --image_size=192,256 --batch_size=16 \\
-    --filters=32 --repeats=5
+  python -m sharp_unet_jax.benchmarks.conv_benchmark --image_size=192,256 \\
+    --batch_size=16 --filters=32 --repeats=5
 
 For every distinct 3x3 convolution of the U-Net at that input size (encoder,
 bottleneck and decoder levels), it times the forward pass, the data gradient
@@ -26,7 +26,7 @@ import jax
 from jax import lax
 import numpy as np
 
-from sharp_unet_jax import benchmark, timing
+from sharp_unet_jax.benchmarks import benchmark, timing
 from sharp_unet_jax.compilation import xla_options
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
@@ -137,7 +137,7 @@ def time_shape(shape, repeats: int, with_tensorflow: bool = True) -> dict:
 
 
 def main(argv) -> None:
-  """Entry point of `python -m sharp_unet_jax.conv_benchmark`."""
+  """Entry point of `python -m sharp_unet_jax.benchmarks.conv_benchmark`."""
   del argv
   fv = flags.FLAGS
   shapes = conv_shapes(
