@@ -86,21 +86,9 @@ def border_term(
   return np.where(objects == 0, term, 0.0).astype(np.float32)
 
 
-def class_weights(masks: np.ndarray, num_classes: int) -> np.ndarray:
-  """w_c per class from pixel frequencies over `masks`; mean weight 1.
-
-  Args:
-    masks: (N, H, W) class indices.
-    num_classes: the model's num_classes (1 means binary: classes 0, 1).
-
-  Returns:
-    float32 (max(num_classes, 2),); 0 for classes that never occur.
-  """
-  return _balance(np.bincount(masks.reshape(-1), minlength=max(num_classes, 2)))
-
-
 def _balance(counts: np.ndarray) -> np.ndarray:
-  """w_c from pixel counts per class: total / (present classes * count)."""
+  """w_c from pixel counts per class: total / (present classes * count), so
+  that the mean weight is 1; 0 for classes that never occur."""
   counts = np.asarray(counts, np.float64)
   present = counts > 0
   weights = np.zeros_like(counts)
@@ -119,7 +107,7 @@ def weight_map(
 
   Args:
     mask: (H, W) class indices.
-    class_weight: w_c per class (see `class_weights`; ones to switch it off).
+    class_weight: w_c per class (`split_class_weights`; ones to switch it off).
     instances: optional (H, W) instance ids; else connected components.
     w0: border weight.
     sigma: border width, in pixels.
@@ -132,7 +120,8 @@ def weight_map(
 
 
 def split_class_weights(data, config, batch_size: int = 64) -> np.ndarray:
-  """w_c of a split (see `class_weights`), its masks read a batch at a time.
+  """w_c of a split from its pixel frequencies (float32, one per class of
+  max(num_classes, 2)), its masks read a batch at a time.
 
   On several processes each counts the pixels of its share of the examples
   and the counts are summed, so every process gets the same weights.

@@ -12,15 +12,11 @@ slices, elementwise selects, interior padding and one dot, which XLA fuses and
 runs at matmul speed (no reshapes, so batch-sharded arrays work). The
 results are those of the reference ops: `max_pool_2x2` returns identical values
 and gradients (the first maximum of a window gets the gradient, as in XLA's
-select-and-scatter); `UpConv2x2` sums the same products as `nn.ConvTranspose`
-(equal up to float rounding) and has the same parameters and initialisation.
-tests/fast_layers_test.py proves both. With implementation='auto' each op
-takes its fast form only in programs compiled for CPU
-(`jax.lax.platform_dependent`), so a CPU host compiling or exporting for a GPU
-or TPU emits the reference ops.
+select-and-scatter); `upconv` as a dot sums the same products as
+`nn.ConvTranspose` (equal up to float rounding). tests/fast_layers_test.py
+proves both. Each form of the network (network.FORMS) names the op it takes;
+network.platform_forward picks the form per target platform.
 """
-
-from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -31,11 +27,9 @@ UPSAMPLE_IMPLEMENTATIONS = ('conv', 'dot', 'conv_transposed_kernel')
 
 
 def check_name(name: str, choices) -> None:
-  """Raises ValueError unless `name` is 'auto' or one of `choices`."""
-  if name != 'auto' and name not in choices:
-    raise ValueError(
-      f'Unknown implementation {name!r}; use "auto" or one of {choices}.'
-    )
+  """Raises ValueError unless `name` is one of `choices`."""
+  if name not in choices:
+    raise ValueError(f'Unknown implementation {name!r}; use one of {choices}.')
 
 
 def _windows(x: jax.Array) -> list[jax.Array]:
@@ -59,39 +53,34 @@ def _interleave(parts: list[jax.Array]) -> jax.Array:
   return out
 
 
-def corner_max_pool(corners, assemble):
-  """A 2x2 max-pool over `corners(x)`, the four corners of each window in
-  row-major order, whose gradient `assemble`s the four corners' gradients
-  back into x's shape. The gradient goes to the first maximum of each
-  window, exactly as XLA's select-and-scatter (the gradient of
-  `nn.max_pool`)."""
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 stride-2 max-pool of NHWC `x` with even sides; equals nn.max_pool.
 
-  @jax.custom_vjp
-  def pool(x):
-    x00, x01, x10, x11 = corners(x)
-    return jnp.maximum(jnp.maximum(x00, x01), jnp.maximum(x10, x11))
-
-  def forward(x):
-    y = pool(x)
-    return y, (x, y)
-
-  def backward(residuals, g):
-    x, y = residuals
-    taken = jnp.zeros(y.shape, jnp.bool_)
-    parts = []
-    for corner in corners(x):
-      # The first corner equal to the maximum wins; later ties get nothing.
-      chosen = (corner == y) & ~taken
-      taken = taken | chosen
-      parts.append(jnp.where(chosen, g, jnp.zeros_like(g)))
-    return (assemble(parts),)
-
-  pool.defvjp(forward, backward)
-  return pool
+  Its gradient goes to the first maximum of each window, exactly as XLA's
+  select-and-scatter (the gradient of `nn.max_pool`)."""
+  x00, x01, x10, x11 = _windows(x)
+  return jnp.maximum(jnp.maximum(x00, x01), jnp.maximum(x10, x11))
 
 
-# 2x2 stride-2 max-pool of NHWC `x` with even sides; equals nn.max_pool.
-max_pool_2x2 = corner_max_pool(_windows, _interleave)
+def _pool_forward(x):
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _pool_backward(residuals, g):
+  x, y = residuals
+  taken = jnp.zeros(y.shape, jnp.bool_)
+  parts = []
+  for corner in _windows(x):
+    # The first corner equal to the maximum wins; later ties get nothing.
+    chosen = (corner == y) & ~taken
+    taken = taken | chosen
+    parts.append(jnp.where(chosen, g, jnp.zeros_like(g)))
+  return (_interleave(parts),)
+
+
+max_pool_2x2.defvjp(_pool_forward, _pool_backward)
 
 
 def _reduce_window_pool(x: jax.Array) -> jax.Array:
@@ -99,17 +88,13 @@ def _reduce_window_pool(x: jax.Array) -> jax.Array:
 
 
 def max_pool(x: jax.Array, implementation: str = 'reduce_window') -> jax.Array:
-  """2x2 stride-2 max-pool: 'reduce_window' (nn.max_pool), 'strided_slices' or 'auto'.
+  """2x2 stride-2 max-pool: 'reduce_window' (nn.max_pool) or 'strided_slices'.
 
-  'auto' is 'strided_slices' in programs compiled for CPU and 'reduce_window' in
-  those for GPU and TPU (`jax.lax.platform_dependent`, decided when the
-  program is lowered). Odd sides fall back to nn.max_pool.
+  Odd sides fall back to nn.max_pool.
   """
   check_name(implementation, POOL_IMPLEMENTATIONS)
   if implementation == 'reduce_window' or x.shape[1] % 2 or x.shape[2] % 2:
     return _reduce_window_pool(x)
-  if implementation == 'auto':
-    return jax.lax.platform_dependent(x, cpu=max_pool_2x2, default=_reduce_window_pool)
   return max_pool_2x2(x)
 
 
@@ -151,44 +136,10 @@ _UPCONV_FORMS = {
 
 def upconv(x: jax.Array, kernel: jax.Array, implementation: str) -> jax.Array:
   """The 2x2 stride-2 'SAME' transposed convolution (no bias) of `x` with
-  `kernel` (2, 2, C, F): 'conv', 'dot', 'conv_transposed_kernel' or 'auto'
-  (dot in CPU programs, conv in GPU and TPU programs)."""
+  `kernel` (2, 2, C, F): 'conv' (as nn.ConvTranspose), 'dot' (about 10x
+  faster gradients on CPU) or 'conv_transposed_kernel' (for GPUs).
+
+  As a dot, every input pixel becomes a 2x2 output block, pixel (a, b) of it
+  being x @ kernel[1 - a, 1 - b] (ConvTranspose flips the kernel)."""
   check_name(implementation, UPSAMPLE_IMPLEMENTATIONS)
-  if implementation == 'auto':
-    return jax.lax.platform_dependent(x, kernel, cpu=_upconv_dot, default=_upconv_conv)
   return _UPCONV_FORMS[implementation](x, kernel)
-
-
-class UpConv2x2(nn.Module):
-  """A 2x2 stride-2 'SAME' transposed convolution, as a conv or as one dot.
-
-  Same parameters ('kernel' (2, 2, C, F) and 'bias' (F,)), initialisation and
-  output as `nn.ConvTranspose(features, (2, 2), strides=(2, 2),
-  padding='SAME')`. As a dot, every input pixel becomes a 2x2 output block,
-  pixel (a, b) of it being x @ kernel[1 - a, 1 - b] (ConvTranspose flips the
-  kernel).
-
-  Attributes:
-    features: output channels.
-    dtype: computation dtype; parameters stay float32.
-    kernel_init: kernel initialiser.
-    bias_init: bias initialiser.
-    implementation: 'conv' (default: `lax.conv_transpose`, as
-      nn.ConvTranspose), 'dot' (about 10x faster gradients on CPU) or 'auto'
-      (dot in CPU programs, conv in GPU and TPU programs).
-  """
-
-  features: int
-  dtype: Any = jnp.float32
-  kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
-  bias_init: Callable[..., jax.Array] = nn.initializers.zeros
-  implementation: str = 'conv'
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param(
-      'kernel', self.kernel_init, (2, 2, x.shape[-1], self.features), jnp.float32
-    )
-    bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return upconv(x, kernel, self.implementation) + bias

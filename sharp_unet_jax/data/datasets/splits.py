@@ -27,7 +27,6 @@ import numpy as np
 from sharp_unet_jax.errors import BadDataError
 
 STANDARD_SPLITS = ('train', 'validation', 'test')
-PAPER_SPLITS = ('paper_train', 'paper_test')
 # Fractions of the standard splits, in the order of STANDARD_SPLITS.
 STANDARD_FRACTIONS = (0.7, 0.1, 0.2)
 # Fraction of the paper's test part.
