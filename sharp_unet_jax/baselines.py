@@ -19,6 +19,7 @@ import numpy as np
 from skimage import color, filters
 
 from sharp_unet_jax import cli
+from sharp_unet_jax.evaluation import overlap
 
 
 def define_flags() -> None:
@@ -60,12 +61,7 @@ def otsu_segment(image: np.ndarray) -> np.ndarray:
 
 def dice(prediction: np.ndarray, target: np.ndarray) -> float:
   """Returns the Dice coefficient of two bool masks; 1.0 if both are empty."""
-  prediction = np.asarray(prediction, bool)
-  target = np.asarray(target, bool)
-  total = prediction.sum() + target.sum()
-  if total == 0:
-    return 1.0
-  return float(2.0 * np.logical_and(prediction, target).sum() / total)
+  return float(overlap.dice(*overlap.counts(prediction, target)))
 
 
 def otsu_dice(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:

@@ -20,12 +20,15 @@ with no true and no predicted pixel in any image is left out of the mean
 over classes (it would score 1); if every class is absent, the score is 1.
 """
 
+import functools
 from typing import Optional
 
 from clu import metrics
 import flax
 import jax
 import jax.numpy as jnp
+
+from sharp_unet_jax.evaluation import overlap
 
 
 def hard_predictions(logits: jax.Array) -> jax.Array:
@@ -84,16 +87,9 @@ def soft_overlap(probabilities, labels, num_classes: int):
   return intersection, jnp.sum(one_hot + probs, axis=axes) - intersection
 
 
-def dice_from_counts(intersection, predicted, true):
-  """Dice = 2|A∩B| / (|A| + |B|); 1 where both sets are empty."""
-  total = predicted + true
-  return jnp.where(total > 0, 2.0 * intersection / jnp.maximum(total, 1.0), 1.0)
-
-
-def iou_from_counts(intersection, predicted, true):
-  """IoU = |A∩B| / |A∪B|; 1 where both sets are empty."""
-  union = predicted + true - intersection
-  return jnp.where(union > 0, intersection / jnp.maximum(union, 1.0), 1.0)
+# overlap.py's Dice and IoU on JAX arrays.
+dice_from_counts = functools.partial(overlap.dice, xp=jnp)
+iou_from_counts = functools.partial(overlap.iou, xp=jnp)
 
 
 def _masked_sum(values, mask: Optional[jax.Array]):

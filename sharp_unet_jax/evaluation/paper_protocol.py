@@ -21,7 +21,7 @@ which changes nothing on data sets whose test images all hold a mask.
 
 import numpy as np
 
-from sharp_unet_jax.evaluation import per_image_metrics
+from sharp_unet_jax.evaluation import overlap, per_image_metrics
 
 HARD_FOREGROUND = 'hard_foreground'
 SOFT_ONE_HOT = 'soft_one_hot'
@@ -69,12 +69,8 @@ def soft_one_hot_scores(probabilities, true_labels, num_classes: int) -> tuple:
   one_hot = np.eye(num_classes)[np.asarray(true_labels, np.int64)]
   if one_hot.shape != probabilities.shape:
     raise ValueError(f'Truth {one_hot.shape} does not match {probabilities.shape}.')
-  intersection = np.sum(one_hot * probabilities)
-  total = np.sum(one_hot) + np.sum(probabilities)
-  return (
-    100.0 * intersection / (total - intersection),
-    100.0 * 2.0 * intersection / total,
-  )
+  found = (np.sum(one_hot * probabilities), np.sum(probabilities), np.sum(one_hot))
+  return 100.0 * float(overlap.iou(*found)), 100.0 * float(overlap.dice(*found))
 
 
 def scores(

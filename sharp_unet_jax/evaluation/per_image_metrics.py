@@ -37,6 +37,8 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from sharp_unet_jax.evaluation import overlap
+
 BOTH_EMPTY = 'both_empty'
 PRED_EMPTY = 'pred_empty'
 TRUE_EMPTY = 'true_empty'
@@ -132,10 +134,6 @@ def hd95(
   return float(np.percentile(surface_distances(pred, true, spacing), 95))
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-  return numerator / denominator if denominator else 0.0
-
-
 def class_scores(
   pred: np.ndarray, true: np.ndarray, spacing: Optional[Sequence[float]] = None
 ) -> ClassScores:
@@ -143,8 +141,7 @@ def class_scores(
   pred, true = np.asarray(pred, bool), np.asarray(true, bool)
   if pred.shape != true.shape or pred.ndim != 2:
     raise ValueError(f'Masks must be 2-D and alike, got {pred.shape}, {true.shape}.')
-  intersection = int(np.count_nonzero(pred & true))
-  predicted, actual = int(np.count_nonzero(pred)), int(np.count_nonzero(true))
+  intersection, predicted, actual = overlap.counts(pred, true)
   distance = hd95(pred, true, spacing)
   if predicted == 0 or actual == 0:
     if predicted == actual:
@@ -155,8 +152,8 @@ def class_scores(
       score, score, score, score, distance, intersection, predicted, actual, case
     )
   return ClassScores(
-    dice=2.0 * intersection / (predicted + actual),
-    iou=_ratio(intersection, predicted + actual - intersection),
+    dice=float(overlap.dice(intersection, predicted, actual)),
+    iou=float(overlap.iou(intersection, predicted, actual)),
     precision=intersection / predicted,
     recall=intersection / actual,
     hd95=distance,
@@ -232,14 +229,10 @@ def paper_class_scores(
   jaccards, dices, absent = [], [], []
   for c in range(1, max(num_classes, 2)):
     channel = 0 if num_classes == 1 else c
-    pred = probabilities[..., channel] > 0.5
-    true = true_labels == c
-    intersection = np.count_nonzero(pred & true)
-    total = np.count_nonzero(pred) + np.count_nonzero(true)
-    union = total - intersection
-    jaccards.append(intersection / union if union else 1.0)
-    dices.append(2.0 * intersection / total if total else 1.0)
-    absent.append(total == 0)
+    found = overlap.counts(probabilities[..., channel] > 0.5, true_labels == c)
+    jaccards.append(overlap.iou(*found))
+    dices.append(overlap.dice(*found))
+    absent.append(found[1] + found[2] == 0)
   return np.array(jaccards), np.array(dices), np.array(absent)
 
 

@@ -3,7 +3,7 @@ scores, the paper's protocol and the empty-mask counts (summary.json)."""
 
 import numpy as np
 
-from sharp_unet_jax.evaluation import per_image_metrics
+from sharp_unet_jax.evaluation import overlap, per_image_metrics
 
 SCORES = per_image_metrics.SCORE_NAMES
 
@@ -30,8 +30,8 @@ def summarize(
     pred = sum(r[f'predicted_class{c}'] for r in rows)
     true = sum(r[f'true_class{c}'] for r in rows)
     pooled[f'class{c}'] = {
-      'dice': 2.0 * inter / (pred + true) if pred + true else 1.0,
-      'iou': inter / (pred + true - inter) if pred + true - inter else 1.0,
+      'dice': float(overlap.dice(inter, pred, true)),
+      'iou': float(overlap.iou(inter, pred, true)),
     }
     if pred + true:
       present.append(f'class{c}')
