@@ -48,7 +48,8 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
-from jax.sharding import NamedSharding, PartitionSpec
+
+from sharp_unet_jax.compilation import meshes
 
 # Mixed into the seed so augmentation draws differ from parameter init draws.
 _STREAM = 0x6175676D
@@ -191,15 +192,8 @@ def augment_batch(batch: dict, key: jax.Array, cfg) -> dict:
   # A batch sharded over a mesh axis is augmented shard by shard, each device
   # its own examples with their global keys (the result does not depend on
   # the number of devices).
-  sharding = jax.typeof(batch['image']).sharding
-  spec = getattr(sharding, 'spec', None)
-  if spec and spec[0] is not None:
-    examples_spec = PartitionSpec(spec[0])
-    keys = jax.sharding.reshard(keys, NamedSharding(sharding.mesh, examples_spec))
-    augment_all = jax.shard_map(
-      augment_all,
-      mesh=sharding.mesh,
-      in_specs=(examples_spec, examples_spec),
-      out_specs=examples_spec,
-    )
+  sharding = meshes.batch_sharding(batch['image'])
+  if sharding is not None:
+    keys = jax.sharding.reshard(keys, sharding)
+    augment_all = meshes.shard_over_batch(augment_all, sharding, batched=(True, True))
   return {**batch, **augment_all(keys, examples)}

@@ -25,9 +25,9 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
 import numpy as np
 
+from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.model import fast_layers, packed, sharp_block
 
 # The form 'auto' takes in TPU programs (docs/performance.md: its estimated
@@ -186,23 +186,20 @@ def per_device(fn, record=None):
   """
 
   def run(params, x):
-    sharding = jax.typeof(x).sharding
-    spec = getattr(sharding, 'spec', None)
-    if not spec or spec[0] is None:
+    batch = meshes.batch_sharding(x)
+    if batch is None:
       return fn(params, x, record)
-    batch = PartitionSpec(spec[0])
+    axes = batch.spec[0]
 
     def local(params, x):
       # Varying over the batch axes from here on, so that the gradient is
       # summed over devices here, in the parameters' own shapes.
       params = jax.tree_util.tree_map(
-        lambda p: jax.lax.pcast(p, spec[0], to='varying'), params
+        lambda p: jax.lax.pcast(p, axes, to='varying'), params
       )
       return fn(params, x, None)
 
-    return jax.shard_map(
-      local, mesh=sharding.mesh, in_specs=(PartitionSpec(), batch), out_specs=batch
-    )(params, x)
+    return meshes.shard_over_batch(local, batch, batched=(False, True))(params, x)
 
   return run
 
