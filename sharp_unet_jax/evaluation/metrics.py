@@ -196,17 +196,10 @@ def present_class_mean(scores, predicted, true):
   return jnp.where(count > 0, kept / jnp.maximum(count, 1), 1.0)
 
 
-def per_image_mean(scores, predicted, true):
-  """Each image's mean over its foreground classes, absent classes left out.
-
-  present_class_mean over (N, K - 1) per-image, per-class arrays: (N,).
-  """
-  return present_class_mean(scores, predicted, true)
-
-
 @flax.struct.dataclass
 class _PerImageScore(metrics.Average):
-  """Mean over images of a per-image score (see per_image_mean)."""
+  """Mean over images of a per-image score: each image's mean over its
+  foreground classes, absent classes left out (present_class_mean)."""
 
   @staticmethod
   def score(intersection, predicted, true):
@@ -215,7 +208,7 @@ class _PerImageScore(metrics.Average):
   @classmethod
   def from_model_output(cls, intersection, predicted, true, mask=None, **_):
     scores = cls.score(intersection, predicted, true)
-    per_image = per_image_mean(scores, predicted, true)
+    per_image = present_class_mean(scores, predicted, true)
     return super().from_model_output(per_image, mask=mask)
 
 

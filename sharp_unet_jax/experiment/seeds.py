@@ -41,9 +41,6 @@ def run_config(config, model: str, index: int):
   return one
 
 
-is_finished = runs.is_finished
-
-
 def parse_models(value: str) -> list[str]:
   """'unet,sharp_unet' -> a list of known model names.
 
@@ -62,7 +59,7 @@ def train_runs(config, workdir: str, models, seeds: int, vmap: bool) -> dict:
   seconds = {}
   for model in models:
     dirs = [run_dir(workdir, model, k) for k in range(seeds)]
-    todo = [k for k in range(seeds) if not is_finished(dirs[k])]
+    todo = [k for k in range(seeds) if not runs.is_finished(dirs[k])]
     logging.info('%s: %d of %d runs to train.', model, len(todo), seeds)
     begin = time.perf_counter()
     if vmap and todo:
