@@ -19,11 +19,11 @@ import time
 
 import pytest
 
+from sharp_unet_jax.compilation import kv_store
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import (
   checkpointing,
   failures,
-  kv_store,
   liveness,
   supervisor,
   train,

@@ -1,1 +1,2 @@
-"""Compilation: the device mesh, XLA options, compile targets and HLO counts."""
+"""Compilation and the runtime under it: the device mesh, XLA options, compile
+targets and reports, HLO counts, the distributed key-value store."""

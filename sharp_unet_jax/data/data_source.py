@@ -22,10 +22,10 @@ import numpy as np
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow_datasets as tfds  # noqa: E402
 
+from sharp_unet_jax.compilation import kv_store  # noqa: E402
 from sharp_unet_jax.data import channels, datasets  # noqa: E402,F401  (registers the builders)
 from sharp_unet_jax.data.datasets import common  # noqa: E402
 from sharp_unet_jax.errors import UserError  # noqa: E402
-from sharp_unet_jax.training import kv_store  # noqa: E402
 
 _RAW = tfds.decode.DeserializeMethod.RAW_BYTES
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sharp_unet_jax.compilation import kv_store
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.training import kv_store
 
 BEST = 'checkpoints_best'
 DAMAGED_SUFFIX = '.damaged'

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Optional
 
-from sharp_unet_jax.training import kv_store
+from sharp_unet_jax.compilation import kv_store
 
 EXIT_HOST_FAILURE = 75
 ANNOUNCE_GRACE_S = 3.0

@@ -28,7 +28,8 @@ from typing import Optional
 
 from absl import logging
 
-from sharp_unet_jax.training import failures, kv_store
+from sharp_unet_jax.compilation import kv_store
+from sharp_unet_jax.training import failures
 
 _HEARTBEAT_KEY = 'sharp_unet_jax/heartbeat/'
 # Extra seconds JAX's own runtime waits past --heartbeat_timeout before it
