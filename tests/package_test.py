@@ -208,3 +208,25 @@ def test_the_model_and_its_nnx_form_import_only_the_model():
     assert outside <= allowed, f'{name} imports {sorted(outside - allowed)}'
   for name in sorted(allowed):
     assert graph[name] == set(), f'{name} imports {sorted(graph[name])}'
+
+
+# The library folders each library folder may import (docs/architecture.md).
+MAY_IMPORT = {
+  'compilation': {'errors'},
+  'interop': {'errors'},
+  'model': {'compilation'},  # its meshes only (the test above)
+  'data': {'errors', 'compilation'},
+  'evaluation': {'errors', 'compilation', 'data', 'workdirs'},
+  'training': {'errors', 'compilation', 'data', 'evaluation', 'model', 'workdirs'},
+}
+
+
+def test_library_folders_import_one_way():
+  graph = package_imports()
+  for name, imports in sorted(graph.items()):
+    parts = name.split('.')
+    if len(parts) < 3 or parts[1] not in MAY_IMPORT:
+      continue
+    folder = parts[1]
+    reached = {m.split('.')[1] for m in imports if '.' in m} - {folder}
+    assert reached <= MAY_IMPORT[folder], f'{name} imports {sorted(reached)}'
