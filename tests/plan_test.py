@@ -18,7 +18,7 @@ import pytest
 
 from configs import tiny
 from sharp_unet_jax import predict
-from sharp_unet_jax.compilation import budgets, report_cache
+from sharp_unet_jax.compilation import budgets, compile_reports, report_cache
 from sharp_unet_jax.training import aot_steps, planning, tile_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,7 +146,7 @@ def test_auto_tile_batch_falls_back_without_memory_analysis(monkeypatch):
   config = tiny.get_config()
   model = models.create_model(config, 'cpu')
   params = jax.eval_shape(lambda: models.init_params(model, config, jax.random.key(0)))
-  monkeypatch.setattr(aot_steps, 'memory', lambda program: {'peak_bytes': None})
+  monkeypatch.setattr(compile_reports, 'memory', lambda program: {'peak_bytes': None})
   chosen = tile_batch.auto_tile_batch(
     lambda p, x: model.apply({'params': p}, x),
     params,

@@ -2,7 +2,7 @@
 forward) at candidate batches for a target and keeps the largest that fits.
 
 Each candidate is the Trainer's own train step, compiled for the target's
-mesh by aot_steps (no data, nothing runs), so its peak is XLA's memory
+mesh by training/aot_steps.py (no data, nothing runs), so its peak is XLA's memory
 analysis of the program training would run there: the compiler's figure,
 exact for that program. Images/s is aot's roofline estimate from the chip's
 published peaks, an upper bound. Reports are cached on disk
