@@ -34,7 +34,7 @@ def command(workdir, data_dir, *extra, heartbeat=60):
 
 
 def run_one(cmd, devices=4):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, XLA_FLAGS=two_processes.xla_flags(devices))
   result = subprocess.run(
     cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
   )

@@ -29,7 +29,7 @@ def main_command(workdir, data_dir, *extra):
 
 
 def run(command, devices=4, timeout=300, **kwargs):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, XLA_FLAGS=two_processes.xla_flags(devices))
   return subprocess.run(
     command,
     cwd=REPO,
@@ -76,7 +76,7 @@ def reference(tfds_dir, tmp_path_factory):
 def test_sigkill_then_relaunch_is_bitwise_equal(reference, tfds_dir, tmp_path):
   config, expected = reference
   workdir = str(tmp_path)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=two_processes.xla_flags(4))
   process = subprocess.Popen(
     main_command(workdir, tfds_dir),
     cwd=REPO,
@@ -105,7 +105,7 @@ def test_sigkill_then_relaunch_is_bitwise_equal(reference, tfds_dir, tmp_path):
 def test_sigterm_saves_exits_zero_and_resumes(tiny_config, tfds_dir, tmp_path, caplog):
   workdir = str(tmp_path)
   command = main_command(workdir, tfds_dir, '--config.num_train_steps=100000')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=two_processes.xla_flags(4))
   process = subprocess.Popen(
     command,
     cwd=REPO,

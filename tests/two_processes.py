@@ -1,6 +1,7 @@
 """Launches a command as two JAX processes on this host (gloo over localhost)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,14 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
+
+
+def xla_flags(devices: int) -> str:
+  """The session's XLA_FLAGS (conftest.py) with `devices` CPU devices."""
+  flags = re.sub(
+    r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', '')
+  )
+  return f'{flags.strip()} --xla_force_host_platform_device_count={devices}'
 
 
 def tiny_main_command(workdir, data_dir, steps, *extra):
@@ -39,7 +48,7 @@ def start_two_processes(command, devices=2, env=None):
   port = free_port()
   env = dict(
     os.environ,
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    XLA_FLAGS=xla_flags(devices),
     **(env or {}),
   )
   return [
