@@ -9,11 +9,8 @@ import ml_collections
 from ml_collections import config_dict
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Returns the default training config."""
-  config = ml_collections.ConfigDict()
-
-  # --- Data -----------------------------------------------------------------
+def _data(config: ml_collections.ConfigDict) -> None:
+  """Data keys."""
   # TFDS name of the data set (registered by `sharp_unet_jax.data.datasets`).
   config.dataset = 'synthetic_lesions'
   # TFDS data directory; None uses TFDS' default (~/tensorflow_datasets).
@@ -37,7 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Batches read ahead of the step, and as many already sent to the devices.
   config.prefetch_batches = 2
 
-  # --- Model ----------------------------------------------------------------
+
+def _model(config: ml_collections.ConfigDict) -> None:
+  """Model keys."""
   # 'sharp_unet' (sharpened skip connections) or 'unet'.
   config.model = 'sharp_unet'
   # Kernel of the Sharp block: 'laplacian' (the paper's), 'sharpen' or 'blur'.
@@ -60,7 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
   # up-convolution as cuDNN's data-gradient convolution); docs/performance.md.
   config.implementation = 'auto'
 
-  # --- Optimiser and loss -----------------------------------------------------
+
+def _optimiser_and_loss(config: ml_collections.ConfigDict) -> None:
+  """Optimiser and loss keys."""
   # Global batch size; must be divisible by the number of devices.
   config.batch_size = 16
   # Adam with the paper's (Keras default) settings.
@@ -83,7 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   # makes w_c = 1.
   config.weight_map_balance = True
 
-  # --- Augmentation (on device, in the train step; augment.py) ---------------
+
+def _augmentation(config: ml_collections.ConfigDict) -> None:
+  """Augmentation keys (on device, in the train step; augment.py)."""
   config.augment = ml_collections.ConfigDict()
   # Master switch; the paper trains without augmentation.
   config.augment.enabled = False
@@ -109,7 +112,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Gamma, exp(uniform(-x, x)) (0 = off).
   config.augment.gamma = 0.1
 
-  # --- Schedule ----------------------------------------------------------------
+
+def _schedule(config: ml_collections.ConfigDict) -> None:
+  """Schedule keys."""
   # Total training steps.
   config.num_train_steps = 400
   # Seed of parameter init, data order and augmentation.
@@ -148,7 +153,9 @@ def get_config() -> ml_collections.ConfigDict:
   # early_stopping). The paper protocol: configs/paper.py.
   config.save_best_checkpoint = False
 
-  # --- Evaluation, logging and checkpoints -------------------------------------
+
+def _evaluation_logging_and_checkpoints(config: ml_collections.ConfigDict) -> None:
+  """Evaluation, logging and checkpoints keys."""
   # Evaluate on eval_split every this many steps (and at the end).
   config.eval_every_steps = 200
   # Batch size of evaluation; the last batch is padded and masked.
@@ -166,4 +173,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Number of validation images shown as overlays in TensorBoard.
   config.num_summary_images = 4
 
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default training config."""
+  config = ml_collections.ConfigDict()
+  _data(config)
+  _model(config)
+  _optimiser_and_loss(config)
+  _augmentation(config)
+  _schedule(config)
+  _evaluation_logging_and_checkpoints(config)
   return config
