@@ -10,9 +10,10 @@ import tempfile
 # The tests check what the programs compute, not how fast the compiled code
 # runs: XLA:CPU's LLVM back end at -O0 compiles the same HLO programs, with the
 # same floating-point semantics, in about 0.7x the CPU time (packed, NNX and
-# tiled-inference tests: 200 -> 142 CPU-s). The subprocesses the tests launch
-# keep it (two_processes.xla_flags); the benchmark and notebook tests, which
-# run as a user would, clear it.
+# tiled-inference tests, measured side by side: 200 -> 142 CPU-s). The
+# subprocesses the tests launch keep it (two_processes.xla_flags); the
+# benchmark command line, the notebooks and export's fresh process, which
+# start as a user would, clear it.
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '')
   + ' --xla_backend_optimization_level=0'
