@@ -99,8 +99,7 @@ def reference_on_two_devices(tfds_dir):
   trainer = train.Trainer(config, meshes.data_mesh(jax.devices()[:2]))
   data = input_pipeline.load_train_split(config)
   batches = [input_pipeline.train_batch(data, config, s) for s in range(STEPS)]
-  order = np.arange(config.batch_size)
-  return train_in_process(trainer, trainer.initial_state(), batches, order)
+  return train_in_process(trainer, trainer.initial_state(), batches)
 
 
 def test_main_trains_the_packed_form_as_the_reference_within_the_noise(runs, tfds_dir):
@@ -159,11 +158,11 @@ def random_batches(config, count, size=None, seed=0):
   ]
 
 
-def train_in_process(trainer, state, batches, order):
-  """(losses, params) after a step on each batch, images in `order`."""
+def train_in_process(trainer, state, batches):
+  """(losses, params) after a step on each batch."""
   losses = []
   for batch in batches:
-    batch = trainer.global_batch({k: v[order] for k, v in batch.items()})
+    batch = trainer.global_batch(batch)
     state, step_metrics = trainer.train_step(state, batch)
     losses.append(float(step_metrics.compute()['loss']))
   return np.array(losses), jax.device_get(state.params)
@@ -187,10 +186,7 @@ def test_bfloat16_train_steps_of_both_forms_agree_within_bfloat16s_error(
   )
   reference, packed = (train.Trainer(with_form(config, f)) for f in FORMS[:2])
   batches = random_batches(config, STEPS)
-  order = np.arange(config.batch_size)
-  got = {
-    'reference': train_in_process(reference, reference.initial_state(), batches, order)
-  }
+  got = {'reference': train_in_process(reference, reference.initial_state(), batches)}
   # bfloat16 keeps 8 significant bits, and the forms round their sums at
   # different points (a packed convolution's contraction is wider), which
   # reordering the batch does not show. The yardstick is bfloat16's own
@@ -199,9 +195,9 @@ def test_bfloat16_train_steps_of_both_forms_agree_within_bfloat16s_error(
   exact = with_form(config, 'reference')
   exact.dtype = 'float32'
   exact = train.Trainer(exact)
-  got['float32'] = train_in_process(exact, exact.initial_state(), batches, order)
+  got['float32'] = train_in_process(exact, exact.initial_state(), batches)
   state = reference.initial_state().replace(apply_fn=packed.model.apply)
-  got['packed'] = train_in_process(packed, state, batches, order)
+  got['packed'] = train_in_process(packed, state, batches)
   for i, key in enumerate(('losses', 'params')):
     noise = relative(got['float32'][i], got['reference'][i])
     error = relative(got['packed'][i], got['reference'][i])
