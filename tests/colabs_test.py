@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+import two_processes
 
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
@@ -57,11 +58,12 @@ def printed(notebook) -> str:
 
 @pytest.fixture
 def kernel_env(monkeypatch):
-  """The kernel imports this checkout, on one CPU device, like a Colab runtime."""
+  """The kernel imports this checkout, on one CPU device, like a Colab runtime
+  (compiling as the session does: conftest.py)."""
   path = os.environ.get('PYTHONPATH')
   monkeypatch.setenv('PYTHONPATH', ROOT + (os.pathsep + path if path else ''))
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  monkeypatch.setenv('XLA_FLAGS', two_processes.xla_flags(1))
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)

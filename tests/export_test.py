@@ -11,6 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+import two_processes
 
 from configs import tiny
 from sharp_unet_jax import export
@@ -65,8 +66,12 @@ def run_fresh(code, tmp_path, **arrays):
   """Runs `code` in a new Python process; returns the arrays it saves as 'out'."""
   for name, value in arrays.items():
     np.save(tmp_path / f'{name}.npy', value)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = dict(
+    os.environ,
+    TF_CPP_MIN_LOG_LEVEL='2',
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS=two_processes.xla_flags(1),  # one device; the session's compiler flags
+  )
   done = subprocess.run(
     [sys.executable, '-c', textwrap.dedent(code)],
     cwd=tmp_path,
