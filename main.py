@@ -17,18 +17,17 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags, logging  # noqa: E402
-import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sharp_unet_jax import cli, workdirs  # noqa: E402
-from sharp_unet_jax.training import distributed, watchdog  # noqa: E402
+from sharp_unet_jax.training import launch_flags, watchdog  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, summaries and results.')
 config_flags.DEFINE_config_file(
   'config', None, 'Training config file (configs/*.py).', lock_config=True
 )
-distributed.define_flags()
+launch_flags.define()
 flags.DEFINE_string(
   'compilation_cache_dir',
   os.environ.get(
@@ -51,9 +50,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv  # cli.run refuses positional arguments.
   # Imported here, not above: a flag error or the supervising parent of a
-  # multi-process run never needs the trainer. Before jax.distributed starts,
-  # so that the processes' import times do not skew their first meeting.
-  from sharp_unet_jax.training import train  # noqa: PLC0415
+  # multi-process run needs neither JAX nor the trainer, and answers or
+  # starts its child at once. Before jax.distributed starts, so that the
+  # processes' import times do not skew their first meeting.
+  import jax  # noqa: PLC0415
+
+  from sharp_unet_jax.training import distributed, train  # noqa: PLC0415
 
   if FLAGS.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)

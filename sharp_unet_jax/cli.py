@@ -88,11 +88,11 @@ def _supervise_multiprocess_run() -> None:
 
   The parent exits here with the child's status; the child goes on.
   """
-  from sharp_unet_jax.training import distributed, supervisor  # noqa: PLC0415
+  from sharp_unet_jax.training import launch_flags, supervisor  # noqa: PLC0415
 
   if supervisor.is_child():
     supervisor.redirect_runtime_stderr()
-  elif distributed.requested():
+  elif launch_flags.requested():
     values = flags.FLAGS.flag_values_dict()
     sys.exit(supervisor.run_child(values.get('workdir'), values.get('process_id')))
 

@@ -57,7 +57,7 @@ from sharp_unet_jax.evaluation import (
   split_report,
   split_summary,
 )
-from sharp_unet_jax.training import distributed, restore
+from sharp_unet_jax.training import distributed, launch_flags, restore
 
 FLAGS = flags.FLAGS
 SCORES = per_image_metrics.SCORE_NAMES
@@ -341,7 +341,7 @@ def define_flags() -> None:
     "Per-image mean over classes: 'skip_absent' leaves out a class absent from "
     "truth and prediction; 'count_absent' scores it 1 (the paper code's rule).",
   )
-  distributed.define_flags()
+  launch_flags.define()
   flags.mark_flags_as_required(['workdir'])
 
 

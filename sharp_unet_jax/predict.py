@@ -48,7 +48,7 @@ from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.data import image_io
 from sharp_unet_jax.errors import BadDataError, UserError
 from sharp_unet_jax.evaluation import inference, visualize
-from sharp_unet_jax.training import distributed, restore
+from sharp_unet_jax.training import distributed, launch_flags, restore
 from sharp_unet_jax.training import tile_batch as auto_tiles
 
 FLAGS = flags.FLAGS
@@ -318,7 +318,7 @@ def define_flags() -> None:
     'save_probabilities', False, 'Also write float32 TIFF probabilities.'
   )
   flags.DEFINE_bool('overlays', False, 'Also write the images tinted by class.')
-  distributed.define_flags()
+  launch_flags.define()
   flags.mark_flags_as_required(['workdir', 'input', 'output_dir'])
 
 

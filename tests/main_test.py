@@ -46,3 +46,18 @@ def test_image_size_not_divisible_is_one_line(tmp_path):
   )
   assert result.returncode == 2
   assert 'error: Image sides must be divisible by 2**depth = 4' in result.stderr
+
+
+def test_the_flags_and_a_multi_process_parent_need_no_jax():
+  # A multi-process run's parent only parses the flags and starts its child
+  # (training.supervisor), so that it starts it without JAX's imports.
+  probe = (
+    'import sys; sys.argv = ["main.py"]; import main; '
+    'from sharp_unet_jax import cli; '
+    'print(sorted({"jax", "tensorflow"} & set(sys.modules)))'
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ['[]'], result.stdout

@@ -1,8 +1,6 @@
-"""Several processes: the launch flags, and sharing work and results.
+"""Several processes: starting JAX's runtime, sharing work and results.
 
-main.py, evaluate and predict take the same flags: --distributed (TPU pods,
-SLURM: JAX finds its peers) or --coordinator_address, --num_processes and
---process_id on every host.
+The flags that ask for it are in launch_flags.py.
 """
 
 import pickle
@@ -14,37 +12,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.training import liveness
+from sharp_unet_jax.training import launch_flags, liveness
 
 FLAGS = flags.FLAGS
-DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
-
-
-def define_flags() -> None:
-  """Defines the flags that start JAX's distributed runtime."""
-  flags.DEFINE_bool(
-    'distributed',
-    False,
-    'Initialise jax.distributed from the environment (TPU, SLURM).',
-  )
-  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
-  flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
-  flags.DEFINE_integer('process_id', None, 'Index of this process, 0..num_processes-1.')
-  flags.DEFINE_float(
-    'heartbeat_timeout',
-    DEFAULT_HEARTBEAT_TIMEOUT_S,
-    'Seconds without a heartbeat after which a peer process counts as lost: '
-    'every other process then stops with one error line and exit status 75. '
-    "JAX's runtime gets 2x this plus 30 s as its own, later, timeout.",
-  )
-
-
-def requested() -> bool:
-  """Whether the command line asks for several processes (False without the flags)."""
-  if 'coordinator_address' not in FLAGS:
-    return False
-  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-  return bool(FLAGS.distributed) or any(value is not None for value in explicit)
 
 
 def initialize() -> None:
@@ -57,9 +27,9 @@ def initialize() -> None:
   Raises:
     UserError: when only some of the explicit flags are given.
   """
-  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-  if not FLAGS.distributed and all(value is None for value in explicit):
+  if not launch_flags.requested():
     return
+  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
   if FLAGS.heartbeat_timeout <= 0:
     raise UserError(
       f'--heartbeat_timeout must be positive, got {FLAGS.heartbeat_timeout:g}.'
