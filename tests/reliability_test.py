@@ -1,8 +1,10 @@
 """Crashes, preemption and multi-process runs, with real subprocesses.
 
-Every run here is `main.py` on the tiny config, in a process of its own, like
-a user's launch. The reference is one uninterrupted single-process run. Runs
-on several processes, and hosts that fail, are in host_failure_test.py.
+Every interrupted run here is `main.py` on the tiny config, in a process of
+its own, like a user's launch. The reference is the same training
+uninterrupted, run in the test's own process on the same 4 devices: its
+parameters are bitwise those of a main.py run. Runs on several processes, and
+hosts that fail, are in host_failure_test.py.
 """
 
 import logging as pylogging
