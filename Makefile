@@ -60,7 +60,7 @@ train: $(STAMP)
 # Style check, then the whole test suite on 2 workers (in $(AOT_VENV), for the
 # tests that compile for TPU and GPU). A third worker on a 2-core machine made
 # `make test` slower (20.5 against 18.5 min from a clean clone of the same
-# code; XLA's thread pools contend).
+# code, before the bytecode above was written; XLA's thread pools contend).
 # The project's own modules are compiled to .pyc first too: the suite starts
 # dozens of Python processes that import them.
 test: $(STAMP) $(AOT_STAMP) lint
