@@ -68,12 +68,7 @@ def reference(tfds_dir, tmp_path_factory):
 
   workdir = str(tmp_path_factory.mktemp('reference'))
   config = tiny.get_config()
-  config.update(
-    data_dir=tfds_dir,
-    num_train_steps=STEPS,
-    checkpoint_every_steps=2,
-    eval_every_steps=4,
-  )
+  config.update(data_dir=tfds_dir, num_train_steps=STEPS, **two_processes.TINY_RUN)
   train.train_and_evaluate(config, workdir)
   step, params = final_params(workdir, config)
   assert step == STEPS

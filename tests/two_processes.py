@@ -24,8 +24,13 @@ def xla_flags(devices: int) -> str:
   return f'{flags.strip()} --xla_force_host_platform_device_count={devices}'
 
 
+# What tiny_main_command overrides in configs/tiny.py, besides the data dir and
+# the number of steps (for runs in the test's own process to match).
+TINY_RUN = {'checkpoint_every_steps': 2, 'eval_every_steps': 4}
+
+
 def tiny_main_command(workdir, data_dir, steps, *extra):
-  """`main.py` on configs/tiny.py: checkpoints every 2 steps, evaluation every 4."""
+  """`main.py` on configs/tiny.py with TINY_RUN's checkpoints and evaluations."""
   return [
     sys.executable,
     'main.py',
@@ -33,8 +38,7 @@ def tiny_main_command(workdir, data_dir, steps, *extra):
     f'--workdir={workdir}',
     f'--config.data_dir={data_dir}',
     f'--config.num_train_steps={steps}',
-    '--config.checkpoint_every_steps=2',
-    '--config.eval_every_steps=4',
+    *(f'--config.{key}={value}' for key, value in TINY_RUN.items()),
     *extra,
   ]
 
