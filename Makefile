@@ -27,16 +27,19 @@ install: $(STAMP)
 
 install-aot: $(AOT_STAMP)
 
-# uv installs the same pinned set as pip would, faster from an empty cache:
-# `make install install-aot` took 86 s in a clean clone, against pip's ~110 s.
-# --compile-bytecode: like pip, uv then writes every module's .pyc at install
-# (44 s without). Without them, a Python that may not write bytecode
-# (PYTHONDONTWRITEBYTECODE, set on this project's machines) compiles
+# uv installs the same pinned set as pip would, faster from an empty cache.
+# Python writes each module's bytecode (.pyc) the first time a process imports
+# it, and every later process loads it. A machine that sets
+# PYTHONDONTWRITEBYTECODE (this project's do) would instead compile
 # TensorFlow, JAX and the rest from source in every process: `import
 # tensorflow, jax, orbax.checkpoint, flax` took 28-30 user-s instead of 10-11,
-# and a clean-clone `make test` 21 min 42 s instead of 14 min 41 s.
+# and a clean-clone `make test` 21 min 42 s instead of 14 min 41 s. So make's
+# commands run without it. Writing only what is imported, when it is first
+# imported, is cheaper than uv's --compile-bytecode, which compiles every
+# installed module at install (TensorFlow's thousands included).
+unexport PYTHONDONTWRITEBYTECODE
 UV := $(VENV)/bin/uv
-UV_INSTALL := $(UV) pip install --quiet --compile-bytecode
+UV_INSTALL := $(UV) pip install --quiet
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,10 +64,7 @@ train: $(STAMP)
 # tests that compile for TPU and GPU). A third worker on a 2-core machine made
 # `make test` slower (20.5 against 18.5 min from a clean clone of the same
 # code, before the bytecode above was written; XLA's thread pools contend).
-# The project's own modules are compiled to .pyc first too: the suite starts
-# dozens of Python processes that import them.
 test: $(STAMP) $(AOT_STAMP) lint
-	$(PY) -m compileall -q main.py sharp_unet_jax configs
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(AOT_PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 # The suite on the default Python, then on each of PYTHONS.

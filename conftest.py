@@ -37,6 +37,10 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # noqa: E402
 
+from sharp_unet_jax import quick_exit  # noqa: E402
+
+quick_exit.register()  # each xdist worker ends without a sweep of its heap
+
 NUM_DEVICES = 4
 
 

@@ -8,6 +8,7 @@ from typing import Callable, NoReturn
 
 from absl import app, flags, logging
 
+from sharp_unet_jax import quick_exit
 from sharp_unet_jax.compilation import platforms
 from sharp_unet_jax.errors import UserError
 
@@ -106,6 +107,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   asked for the CPU only, which keeps the TPU and CUDA wheels from printing
   their start-up errors (compilation/platforms.py).
   """
+  quick_exit.register()
   cpu_only = platforms.cpu_without_accelerators()
 
   def guarded(argv):
