@@ -132,7 +132,7 @@ def test_import_is_cheap_and_exports_the_model():
 
 
 # The top-level modules that are library, not programs (docs/architecture.md).
-LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'nnx'}
+LIBRARY_TOP_LEVEL = {'cli', 'errors', 'workdirs', 'nnx', 'quick_exit'}
 # Folders of programs and their parts: the measuring programs (with their
 # `timing`) and the experiment (its `runs` and `cv` import `evaluate`).
 PROGRAM_FOLDERS = {'benchmarks', 'experiment'}

@@ -1,11 +1,13 @@
 """Launches a command as two JAX processes on this host (gloo over localhost)."""
 
+import glob
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,10 +88,66 @@ def run_two_processes(command, devices=2, timeout=300):
     [(stdout, stderr)] of each process, after asserting both exited with 0.
   """
   processes = start_two_processes(command, devices)
-  outputs = [p.communicate(timeout=timeout) for p in processes]
+  try:
+    outputs = [p.communicate(timeout=timeout) for p in processes]
+  except subprocess.TimeoutExpired:
+    raise AssertionError(where_they_hung(processes, command, timeout)) from None
   for i, (p, (_, err)) in enumerate(zip(processes, outputs)):
     assert p.returncode == 0, f'process {i} exited {p.returncode}: ' + last_lines(err)
   return outputs
+
+
+def where_they_hung(processes, command, timeout) -> str:
+  """Ends processes still running after `timeout` with SIGABRT, so that
+  faulthandler (absl's app.run enables it) writes every Python thread's stack:
+  the parent's to its stderr, the supervised child's to its runtime log in
+  WORKDIR/logs. Returns those stacks and each process's last lines."""
+  hung = [i for i, p in enumerate(processes) if p.poll() is None]
+  # The children first: a parent's end kills its child at once (PDEATHSIG).
+  for i in hung:
+    for pid in session_members(processes[i].pid):
+      signal_quietly(pid, signal.SIGABRT)
+  time.sleep(5)
+  for i in hung:
+    signal_quietly(processes[i].pid, signal.SIGABRT)
+  try:
+    outputs = [p.communicate(timeout=30) for p in processes]
+  except subprocess.TimeoutExpired:
+    kill_all(processes)
+    outputs = [p.communicate() for p in processes]
+  report = [f'process(es) {hung} still running after {timeout} s.']
+  for i, (_, err) in enumerate(outputs):
+    report.append(f'--- process {i} (status {processes[i].returncode}) stderr:')
+    report.append(err[-6000:])
+  workdir = next(
+    (a.split('=', 1)[1] for a in command if a.startswith('--workdir=')), ''
+  )
+  for log in sorted(glob.glob(os.path.join(workdir, 'logs', 'runtime-*.log'))):
+    with open(log, errors='replace') as f:
+      report.append(f'--- {log}:\n' + f.read()[-8000:])
+  return '\n'.join(report)
+
+
+def session_members(leader: int) -> list[int]:
+  """The processes of `leader`'s session, except the leader (Linux's /proc)."""
+  members = []
+  for stat in glob.glob('/proc/[0-9]*/stat'):
+    try:
+      with open(stat) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+      continue
+    pid = int(stat.split('/')[2])
+    if int(fields[3]) == leader and pid != leader:  # fields[3]: the session id
+      members.append(pid)
+  return members
+
+
+def signal_quietly(pid: int, signum: int) -> None:
+  try:
+    os.kill(pid, signum)
+  except ProcessLookupError:
+    pass
 
 
 def last_lines(stderr: str, count: int = 15) -> str:
