@@ -1,5 +1,6 @@
 """cli.run: the programs' shared entry point."""
 
+import os
 import sys
 
 import pytest
@@ -26,10 +27,16 @@ def test_flags_only_reach_main(monkeypatch):
   assert calls == [['program']]
 
 
-def test_the_heap_is_frozen_after_the_programs_exit_handlers(tmp_path):
+@pytest.mark.parametrize('supervised_child', [False, True])
+def test_the_heap_is_frozen_after_the_programs_exit_handlers(
+  tmp_path, supervised_child
+):
   """quick_exit: the last collection at exit skips the libraries' objects,
-  and exit handlers registered before and after cli.run still run."""
+  and exit handlers registered before and after cli.run still run. A process
+  of a multi-process run (the supervised child) ends without the freeze."""
   import subprocess  # noqa: PLC0415
+
+  from sharp_unet_jax.training import failures  # noqa: PLC0415
 
   program = tmp_path / 'program.py'
   program.write_text(
@@ -39,10 +46,15 @@ def test_the_heap_is_frozen_after_the_programs_exit_handlers(tmp_path):
     "main = lambda _: atexit.register(lambda: print('after', gc.get_freeze_count()))\n"
     'cli.run(main)\n'
   )
+  env = dict(os.environ)
+  env.pop(failures.CHILD_ENV, None)
+  if supervised_child:
+    env[failures.CHILD_ENV] = '1'
   done = subprocess.run(
-    [sys.executable, str(program)], capture_output=True, text=True, timeout=60
+    [sys.executable, str(program)], capture_output=True, text=True, timeout=60, env=env
   )
   assert done.returncode == 0, done.stderr
   # atexit runs the last registered first: main's handler, then the freeze,
   # then the one registered before cli.run.
-  assert done.stdout.split('\n')[:2] == ['after 0', 'before True']
+  frozen = not supervised_child
+  assert done.stdout.split('\n')[:2] == ['after 0', f'before {frozen}']
