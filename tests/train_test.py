@@ -129,3 +129,11 @@ def test_unwritable_workdir_fails_clearly(tmp_path):
   blocker.write_text('not a folder')
   with pytest.raises(UserError, match='is not a writable folder'):
     workdirs.prepare(str(blocker / 'sub'))
+
+
+def test_cpu_steps_run_one_at_a_time_only_across_processes(tiny_config, monkeypatch):
+  """A two-process CPU run hung with the processes' train steps in flight at
+  once (train.Trainer); one process keeps JAX's asynchronous dispatch."""
+  assert not train.Trainer(tiny_config).one_step_at_a_time
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert train.Trainer(tiny_config).one_step_at_a_time

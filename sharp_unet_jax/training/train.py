@@ -105,6 +105,12 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
     self.model = models.create_model(config, self.platform, self.mesh.devices.flat[0])
     self.compiler_options = xla_options.compute_options(self.platform)
+    # XLA:CPU may run a process's queued programs at once. Across processes,
+    # the collectives (gloo) of two train steps in flight can then wait on
+    # each other for good: a two-process CPU run was seen stuck with process
+    # 0 waiting on step 6 and process 1 on step 5. There each step ends
+    # before the next starts (the train loop waits on it).
+    self.one_step_at_a_time = self.platform == 'cpu' and jax.process_count() > 1
     self._jit_steps(config)
 
   def _jit_steps(self, config: ml_collections.ConfigDict) -> None:
@@ -314,6 +320,8 @@ def _train_loop(run: run_setup.Run):
       fault_injection.stall_if_requested(process, step, 'step')
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = trainer.train_step(state, batch)
+      if trainer.one_step_at_a_time:
+        jax.block_until_ready((state, step_metrics))
       train_metrics = (
         step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       )
