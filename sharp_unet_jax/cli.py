@@ -84,23 +84,18 @@ class QuietLibraries(pylogging.Filter):
     )
 
 
-def _supervise_multiprocess_run() -> bool:
+def _supervise_multiprocess_run() -> None:
   """With the distributed flags: run as a supervised child (training.supervisor).
 
   The parent exits here with the child's status; the child goes on.
-
-  Returns:
-    Whether this process is the supervised child of a multi-process run.
   """
   from sharp_unet_jax.training import launch_flags, supervisor  # noqa: PLC0415
 
   if supervisor.is_child():
     supervisor.redirect_runtime_stderr()
-    return True
-  if launch_flags.requested():
+  elif launch_flags.requested():
     values = flags.FLAGS.flag_values_dict()
     sys.exit(supervisor.run_child(values.get('workdir'), values.get('process_id')))
-  return False
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -110,19 +105,16 @@ def run(main: Callable[[list[str]], None]) -> None:
   cut off by the shell, or a flag without its `--`) is refused, as a
   UserError, before `main` runs. On a machine without a GPU or TPU, JAX is
   asked for the CPU only, which keeps the TPU and CUDA wheels from printing
-  their start-up errors (compilation/platforms.py). A one-process program
-  ends without a sweep of its whole heap (quick_exit); a process of a
-  multi-process run ends as Python ends it, since one CI run of the
-  two-process tests hung with the sweep skipped there (cause not found).
+  their start-up errors (compilation/platforms.py).
   """
+  quick_exit.register()
   cpu_only = platforms.cpu_without_accelerators()
 
   def guarded(argv):
     logging.get_absl_handler().addFilter(QuietLibraries())
     if cpu_only:
       logging.info('No GPU or TPU device found: JAX_PLATFORMS=cpu (set it to choose).')
-    if not _supervise_multiprocess_run():
-      quick_exit.register()
+    _supervise_multiprocess_run()
     try:
       if len(argv) > 1:
         raise UserError(f'Unexpected arguments: {" ".join(argv[1:])}')

@@ -18,9 +18,8 @@ _registered = False
 
 
 def register() -> None:
-  """Freezes the heap after the exit handlers registered later (atexit runs
-  the first registered last), so call it early. `cli.run` calls it for
-  one-process programs only (see there)."""
+  """Freezes the heap after every other exit handler (atexit runs the first
+  registered last): call it before the program imports its libraries."""
   global _registered
   if not _registered:
     atexit.register(gc.freeze)
