@@ -29,7 +29,7 @@ same target, batch, dtype and optimiser, in a process of its own
 out of this one), and prints, per step, estimated time ours/peer (lower is
 better; timing.TIME_RATIO) with both programs' kernels and bytes; the JSON
 gains `peer` (its reports), `ratio` (the convention) and
-`steps.<train|predict>.time_ours_over_peer`.
+`steps.<train|eval|predict>.time_ours_over_peer`.
 
 Exit status 2 with one `error:` line naming the config key when the config
 cannot run there (batch not divisible over the devices, a step's peak memory
@@ -95,9 +95,10 @@ def describe(name: str, report: dict) -> str:
     or 'none'
   )
   errs = (report.get('estimate_errs') or {}).get('est_step_ms')
+  form = f' ({report["form"]} form)' if report.get('form') else ''
   return '\n'.join(
     [
-      f'{name}: compiled in {report["compile_s"]} s',
+      f'{name}{form}: compiled in {report["compile_s"]} s',
       _memory_line(report),
       _cost_line(report),
       f'  collectives: {collectives}; grouped convolutions: '

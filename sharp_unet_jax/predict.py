@@ -215,7 +215,9 @@ def predict_files(
   paths = find_inputs(inputs)
   tile_batch = parse_tile_batch(tile_batch)
   mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
-  restored = restore.load(workdir, checkpoint).for_platform(meshes.platform(mesh))
+  restored = restore.load(workdir, checkpoint).for_platform(
+    meshes.platform(mesh), mesh.devices.flat[0]
+  )
   settings = dict(overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta)
   predictor = _make_predictor(restored, mesh, tile_size, **settings)
   logging.info('Predicting %d images with %s', len(paths), restored.checkpoint)

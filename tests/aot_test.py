@@ -149,6 +149,30 @@ def run_aot(*flags, timeout: int = 180) -> subprocess.CompletedProcess:
   )
 
 
+def test_tpu_trains_packed_and_infers_packed_except_on_v5e(compiled, trainer, target):
+  """'auto' on TPU (network.form_for_platform): the train step packs on
+  every chip; the eval and predict steps on v5e do not, on v4 they do.
+  Packed, the first convolution reads a device's 2 images side by side."""
+  if target.platform != 'tpu':
+    pytest.skip('TPU programs only.')
+  packed_input = re.compile(r'tensor<1x32x32x6x')
+  text = {name: lowered.as_text() for name, (lowered, _) in compiled.items()}
+  assert packed_input.search(text['train'])
+  assert not packed_input.search(text['eval'])
+  assert not packed_input.search(text['predict'])
+  assert aot_steps.step_forms(trainer) == {
+    'init': 'tpu_packed',
+    'train': 'tpu_packed',
+    'eval': 'reference',
+    'predict': 'reference',
+  }
+  config = config_for(target)
+  config.eval_batch_size = 16  # 2 images on each of v4's 8 TensorCores
+  v4 = train.Trainer(config, targets.parse('tpu:v4:2x2x1').mesh())
+  fn, args = aot_steps.step_inputs(v4)['predict']
+  assert packed_input.search(fn.lower(*args).as_text())
+
+
 def test_a_batch_that_does_not_divide_fails_naming_the_key(target):
   config = tiny.get_config()
   config.batch_size = 6
@@ -225,15 +249,17 @@ def test_cli_with_peer_keras_reports_time_ours_over_peer_and_its_grouped_convolu
   assert summary['target'] == 'gpu:h100:4' and summary['config'] == 'configs/tiny.py'
   assert list(summary['steps']) == list(aot_steps.STEPS)
   assert all(summary['steps'][name]['compiled'] for name in aot_steps.STEPS)
-  assert 'train: compiled in' in done.stdout
+  assert 'train (gpu_cudnn form): compiled in' in done.stdout
+  assert {summary['steps'][name]['form'] for name in aot_steps.STEPS} == {'gpu_cudnn'}
   assert summary['ratio'] == timing.TIME_RATIO == 'time ours/peer, lower is better'
   assert summary['peer']['name'] == 'keras'
   depth = tiny.get_config().depth
   theirs = summary['peer']['steps']
   # The paper's model keeps the Sharp block's depthwise convolution.
   assert theirs['train']['grouped_convolutions'] == 2 * depth
+  assert theirs['eval']['grouped_convolutions'] == depth
   assert theirs['predict']['grouped_convolutions'] == depth
-  for name in ('train', 'predict'):
+  for name in ('train', 'eval', 'predict'):
     ours = summary['steps'][name]
     for report in (ours, theirs[name]):
       assert report['kernels'] > report['convolution_kernels'] > 0

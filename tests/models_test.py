@@ -154,6 +154,28 @@ def test_auto_form_is_resolved_where_the_platform_is_known():
   assert chosen.for_platform('cpu').model.implementation == 'reference'
 
 
+def test_auto_form_is_chosen_per_step_and_chip_on_tpu():
+  """Train steps pack on every TPU; inference (eval, predict) stays unpacked
+  on v5e only, where packing was estimated slower (docs/performance.md)."""
+  config = configs_default.get_config()
+  v5e, v4 = (types.SimpleNamespace(device_kind=k) for k in ('TPU v5 lite', 'TPU v4'))
+
+  def form(platform, device, step):
+    return models.create_model(config, platform, device, step).implementation
+
+  assert form('tpu', v5e, 'train') == 'tpu_packed'
+  assert form('tpu', v5e, 'inference') == 'reference'
+  assert form('tpu', v4, 'inference') == 'tpu_packed'
+  assert form('tpu', None, 'inference') == 'tpu_packed'
+  assert form('cpu', None, 'inference') == 'cpu_fast'
+  assert form('gpu', None, 'inference') == 'auto'
+  restored = restore.Restored(config, models.create_model(config), None, 0, '')
+  assert restored.for_platform('tpu', v5e).model.implementation == 'reference'
+  assert restored.for_platform('tpu', v4).model.implementation == 'tpu_packed'
+  with pytest.raises(ValueError, match="step='eval' is unknown"):
+    network.form_for_platform('tpu', 'eval')
+
+
 def test_auto_dtype_is_bfloat16_on_tpu_and_gpu_and_float32_on_cpu():
   assert [models.compute_dtype('auto', p) for p in ('tpu', 'gpu', 'cpu')] == [
     'bfloat16',

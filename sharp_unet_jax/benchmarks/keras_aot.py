@@ -3,13 +3,15 @@ r"""The paper's Keras model, on Keras 3's JAX back end, compiled for a target.
   python -m sharp_unet_jax.benchmarks.keras_aot --config=configs/isic.py \
       --target=tpu:v5e:2x2
 
-Compiles a train step and a predict step of `keras_reference.build_keras_unet`
-(the paper's layers; Adam(1e-3, eps 1e-7) and binary cross-entropy on
-logits, as ours) for the config's image size, batch, dtype (bfloat16 is
+Compiles a train, an eval and a predict step of
+`keras_reference.build_keras_unet` (the paper's layers; Adam(1e-3, eps 1e-7)
+and binary cross-entropy on logits, as ours; the train and eval steps also
+compute the paper's soft Jaccard and Dice, as its `model.fit` and
+`model.evaluate` do) for the config's image size, batch, dtype (bfloat16 is
 Keras' 'mixed_bfloat16' policy: float32 variables, bfloat16 compute) and the
 target's ('data',) mesh, with the same shardings and compiler options as our
 steps. Prints each summary as `aot` does and, last, one JSON object
-{"target", "config", "steps": {"train", "predict"}}. `python -m
+{"target", "config", "steps": {"train", "eval", "predict"}}. `python -m
 sharp_unet_jax.aot ... --peer=keras` runs this program and sets the two side
 by side. Keras picks its back end when it is first imported, so this program
 runs in a process of its own and sets KERAS_BACKEND=jax before anything
@@ -35,9 +37,29 @@ from sharp_unet_jax.training import aot_steps  # noqa: E402
 FLAGS = flags.FLAGS
 
 
-def keras_train_step(model, optimizer):
-  """A pure (state, batch) -> (state, loss) train step of a Keras model."""
+def paper_metrics(batch, logits) -> dict:
+  """The paper's compiled Keras metrics of one batch (PAPER.md): the mean
+  binary cross-entropy and the soft Jaccard and Dice over the flattened
+  batch, which `model.fit` computes every train step and `model.evaluate`
+  every batch."""
   import keras  # noqa: PLC0415
+
+  logits = logits.astype(jnp.float32)
+  labels = batch['mask'][..., None].astype(jnp.float32)
+  loss = keras.losses.binary_crossentropy(labels, logits, from_logits=True)
+  probabilities = jax.nn.sigmoid(logits)
+  intersection = jnp.sum(labels * probabilities)
+  total = jnp.sum(labels) + jnp.sum(probabilities)
+  return {
+    'loss': jnp.mean(loss),
+    'jaccard': intersection / (total - intersection),
+    'dice': (2 * intersection + 1) / (total + 1),
+  }
+
+
+def keras_train_step(model, optimizer):
+  """A pure (state, batch) -> (state, metrics) train step of a Keras model,
+  with the paper's metrics (paper_metrics) as `model.fit` computes them."""
 
   def step(state, batch):
     trainable, non_trainable, optimizer_vars = state
@@ -46,21 +68,30 @@ def keras_train_step(model, optimizer):
       logits, new_non_trainable = model.stateless_call(
         variables, non_trainable, batch['image'], training=True
       )
-      labels = batch['mask'][..., None].astype(jnp.float32)
-      loss = keras.losses.binary_crossentropy(
-        labels, logits.astype(jnp.float32), from_logits=True
-      )
-      return jnp.mean(loss), new_non_trainable
+      step_metrics = paper_metrics(batch, logits)
+      return step_metrics['loss'], (new_non_trainable, step_metrics)
 
-    (loss, non_trainable), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-      trainable
-    )
+    (_, (non_trainable, step_metrics)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True
+    )(trainable)
     trainable, optimizer_vars = optimizer.stateless_apply(
       optimizer_vars, grads, trainable
     )
-    return (trainable, non_trainable, optimizer_vars), loss
+    return (trainable, non_trainable, optimizer_vars), step_metrics
 
   return step
+
+
+def keras_eval_step(model):
+  """A pure (variables, batch) -> metrics step of a Keras model: what the
+  paper's `model.evaluate` computes per batch (paper_metrics)."""
+
+  def evaluate(variables, batch):
+    trainable, non_trainable = variables
+    logits, _ = model.stateless_call(trainable, non_trainable, batch['image'])
+    return paper_metrics(batch, logits)
+
+  return evaluate
 
 
 def keras_predict_step(model):
@@ -100,7 +131,7 @@ def build(config, platform: str):
 
 
 def step_inputs(config, target) -> dict:
-  """{'train', 'predict'}: each Keras step jitted for the target, with its
+  """{'train', 'eval', 'predict'}: each Keras step jitted for the target, with its
   abstract arguments (shapes, dtypes and shardings, no data)."""
   model, optimizer = build(config, target.platform)
   mesh = target.mesh()
@@ -125,19 +156,29 @@ def step_inputs(config, target) -> dict:
     donate_argnums=(0,),
     **options,
   )
+  evaluate = jax.jit(
+    keras_eval_step(model),
+    in_shardings=(replicated, data),
+    out_shardings=replicated,
+    **options,
+  )
   predict = jax.jit(
     keras_predict_step(model),
     in_shardings=(replicated, data),
     out_shardings=data,
     **options,
   )
+  variables = (trainable, non_trainable)
   return {
     'train': (train, (state, batch)),
-    'predict': (predict, ((trainable, non_trainable), images['image'])),
+    'eval': (evaluate, (variables, images)),
+    'predict': (predict, (variables, images['image'])),
   }
 
 
-def compile_all(config, target, on_step=None, steps=('train', 'predict')) -> dict:
+def compile_all(
+  config, target, on_step=None, steps=('train', 'eval', 'predict')
+) -> dict:
   """Compiles the named Keras steps for `target`; {step: report}, as
   aot_steps'."""
   images = aot_steps.images_per_device(config, len(target.devices))

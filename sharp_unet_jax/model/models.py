@@ -280,7 +280,12 @@ def _version(capability) -> tuple:
   return tuple(int(part) for part in capability)
 
 
-def create_model(config, platform: Optional[str] = None, device: Any = None) -> UNet:
+def create_model(
+  config,
+  platform: Optional[str] = None,
+  device: Any = None,
+  step: str = 'train',
+) -> UNet:
   """Builds the model named by `config.model` from a training config.
 
   Args:
@@ -291,6 +296,8 @@ def create_model(config, platform: Optional[str] = None, device: Any = None) -> 
       JAX's default backend and its first device, and 'auto' stays 'auto'
       (a program that may be lowered for several platforms, as export does).
     device: a device of `platform`.
+    step: the steps the model is for, 'train' or 'inference' (eval and
+      predict): with `platform` and `device`, it picks the form of 'auto'.
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -317,7 +324,9 @@ def create_model(config, platform: Optional[str] = None, device: Any = None) -> 
     # The target is known: trace its form only. (platform_dependent traces
     # all four forms, and their derivatives: about 2.5 s more CPU for the
     # tiny config's train step, at every start.)
-    implementation = network.form_for_platform(platform)
+    implementation = network.form_for_platform(
+      platform, step, getattr(device, 'device_kind', None)
+    )
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel

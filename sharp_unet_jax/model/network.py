@@ -31,8 +31,16 @@ from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.model import fast_layers, packed, sharp_block
 
 # The form 'auto' takes in TPU programs (docs/performance.md: its estimated
-# train step is about half the reference form's and Keras's).
+# train step is about half the reference form's and Keras's), except in the
+# inference steps for the chips below.
 AUTO_TPU_FORM = 'tpu_packed'
+# The TPUs (device_kind) whose inference steps (eval, predict) 'auto' keeps in
+# the reference form: on v5e, configs/default.py's packed predict step was
+# estimated 1.37x (f32) and 1.13x (bf16) the reference's, which equals Keras's
+# (docs/performance.md, "Which form 'auto' takes").
+TPU_KINDS_INFERRING_UNPACKED = ('TPU v5 lite',)
+# The kinds of step a form is chosen for.
+STEP_KINDS = ('train', 'inference')
 # The form 'auto' takes in GPU (CUDA) programs (docs/performance.md).
 AUTO_GPU_FORM = 'gpu_cudnn'
 
@@ -253,16 +261,29 @@ def _unpacked_record(record, per_level):
   return unpacked
 
 
-def form_for_platform(platform: str) -> str:
-  """The form 'auto' takes in programs for `platform` ('cpu' or 'tpu'), or
-  'auto' where the platform leaves it open (a GPU: CUDA or ROCm)."""
+def form_for_platform(
+  platform: str, step: str = 'train', device_kind: Optional[str] = None
+) -> str:
+  """The form 'auto' takes in `step`'s programs ('train', or 'inference' for
+  eval and predict) for `platform` ('cpu' or 'tpu') and its chip (a device's
+  device_kind), or 'auto' where the platform leaves it open (a GPU: CUDA or
+  ROCm)."""
+  if step not in STEP_KINDS:
+    raise ValueError(f'step={step!r} is unknown; use one of {STEP_KINDS}.')
+  if (
+    platform == 'tpu'
+    and step == 'inference'
+    and device_kind in TPU_KINDS_INFERRING_UNPACKED
+  ):
+    return 'reference'
   return {'cpu': 'cpu_fast', 'tpu': AUTO_TPU_FORM}.get(platform, 'auto')
 
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
   """`forward` in the named form; 'auto' picks it per target platform when
   the program is lowered (never from the host's backend): cpu_fast for CPU,
-  AUTO_TPU_FORM for TPU, AUTO_GPU_FORM for CUDA GPUs, reference for the rest."""
+  AUTO_TPU_FORM for TPU (whatever the step and chip: unknown here, as in an
+  exported program), AUTO_GPU_FORM for CUDA GPUs, reference for the rest."""
   if implementation != 'auto':
     return forward(params, x, form=implementation, **kwargs)
   branch = {form: functools.partial(forward, form=form, **kwargs) for form in FORMS}

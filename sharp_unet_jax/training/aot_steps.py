@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding
 
 from sharp_unet_jax.compilation import compile_reports, targets
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.model import models
+from sharp_unet_jax.model import models, network
 from sharp_unet_jax.training import train
 
 STEPS = ('init', 'train', 'eval', 'predict')
@@ -99,7 +99,27 @@ def compile_all(
   images = images_per_device(config, trainer.mesh.size)
   chosen = {k: v for k, v in step_inputs(trainer).items() if k in steps}
   dtype = compute_dtype(config, target)
-  return compile_reports.compile_steps(chosen, target, dtype, images, on_step)
+  forms = step_forms(trainer)
+
+  def with_form(name, report):
+    report['form'] = forms[name]
+    if on_step is not None:
+      on_step(name, report)
+
+  return compile_reports.compile_steps(chosen, target, dtype, images, with_form)
+
+
+def step_forms(trainer: train.Trainer) -> dict[str, str]:
+  """The model's form in each step's program (network.py); for 'auto' on a
+  GPU target (CUDA), the form its programs take."""
+
+  def form(model):
+    if model.implementation == 'auto' and trainer.platform == 'gpu':
+      return network.AUTO_GPU_FORM
+    return model.implementation
+
+  training, inference = form(trainer.model), form(trainer.inference_model)
+  return {'init': training, 'train': training, 'eval': inference, 'predict': inference}
 
 
 def check_fits(reports: dict[str, dict]) -> None:

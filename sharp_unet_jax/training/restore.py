@@ -60,12 +60,14 @@ class Restored:
     """Logits (N, H, W, num_classes) of float images (N, H, W, C)."""
     return self.model.apply({'params': params}, images)
 
-  def for_platform(self, platform: str) -> 'Restored':
-    """This model with implementation='auto' resolved for `platform`'s
-    programs (network.form_for_platform): its programs then trace one form."""
+  def for_platform(self, platform: str, device: Any = None) -> 'Restored':
+    """This model with implementation='auto' resolved for inference programs
+    on `platform` and `device`'s chip (network.form_for_platform): its
+    programs then trace one form."""
     if self.model.implementation != 'auto':
       return self
-    form = network.form_for_platform(platform)
+    kind = getattr(device, 'device_kind', None)
+    form = network.form_for_platform(platform, 'inference', kind)
     return dataclasses.replace(self, model=self.model.clone(implementation=form))
 
 

@@ -103,7 +103,13 @@ class Trainer:
     self.platform = meshes.platform(self.mesh)
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
-    self.model = models.create_model(config, self.platform, self.mesh.devices.flat[0])
+    device = self.mesh.devices.flat[0]
+    # The train step's model, and the eval and predict steps': 'auto' may
+    # take another form for inference (network.form_for_platform).
+    self.model = models.create_model(config, self.platform, device)
+    self.inference_model = models.create_model(
+      config, self.platform, device, step='inference'
+    )
     self.compiler_options = xla_options.compute_options(self.platform)
     # XLA:CPU may run a process's queued programs at once. Across processes,
     # the collectives (gloo) of two train steps in flight can then wait on
@@ -137,7 +143,7 @@ class Trainer:
     self.eval_step = jax.jit(
       functools.partial(
         steps.eval_step,
-        apply_fn=self.model.apply,
+        apply_fn=self.inference_model.apply,
         loss_fn=loss_fn,
         num_classes=config.num_classes,
       ),
@@ -146,7 +152,7 @@ class Trainer:
     )
     # Logits stay sharded over 'data', as the images come: no all-gather.
     self.predict = jax.jit(
-      lambda params, images: self.model.apply({'params': params}, images),
+      lambda params, images: self.inference_model.apply({'params': params}, images),
       out_shardings=self.data_sharding,
       **shardings,
     )
