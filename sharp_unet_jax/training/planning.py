@@ -105,7 +105,9 @@ class Planner:
     )
 
     def compile_tiles() -> dict:
-      model = models.create_model(config, self.target.platform)
+      model = models.create_model(
+        config, self.target.platform, self.target.devices[0], step='inference'
+      )
       params = jax.eval_shape(
         lambda: models.init_params(model, config, jax.random.key(0))
       )
