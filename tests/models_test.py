@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default as configs_default
+from configs import isic as configs_isic
 from sharp_unet_jax.model import models, network
 from sharp_unet_jax.training import restore
 
@@ -174,6 +175,30 @@ def test_auto_form_is_chosen_per_step_and_chip_on_tpu():
   assert restored.for_platform('tpu', v4).model.implementation == 'tpu_packed'
   with pytest.raises(ValueError, match="step='eval' is unknown"):
     network.form_for_platform('tpu', 'eval')
+
+
+def test_v5e_packs_inference_only_where_level_0_is_large():
+  """configs/isic.py's eval batch on a v5e chip: 8 images of 192x256 with 32
+  filters, 48 MiB at level 0 in float32 (packed), 24 MiB in bfloat16 (not)."""
+  config = configs_isic.get_config()
+  v5e = types.SimpleNamespace(device_kind='TPU v5 lite')
+  forms = {}
+  for dtype in ('float32', 'bfloat16'):
+    config.dtype = dtype
+    model = models.create_model(config, 'tpu', v5e, 'inference', images_per_device=8)
+    forms[dtype] = model.implementation
+  assert forms == {'float32': 'tpu_packed', 'bfloat16': 'reference'}
+  assert models.level0_bytes(config, 8, 'float32') == 48 * 2**20
+  assert network.INFERENCE_PACKING_BYTES == 32 * 2**20
+  restored = restore.Restored(config, models.create_model(config), None, 0, '')
+  assert restored.for_platform('tpu', v5e, devices=4).model.implementation == (
+    'reference'  # bfloat16: 24 MiB
+  )
+  config.dtype = 'float32'
+  restored = restore.Restored(config, models.create_model(config), None, 0, '')
+  assert restored.for_platform('tpu', v5e, devices=4).model.implementation == (
+    'tpu_packed'
+  )
 
 
 def test_auto_dtype_is_bfloat16_on_tpu_and_gpu_and_float32_on_cpu():

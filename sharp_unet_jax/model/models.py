@@ -285,6 +285,7 @@ def create_model(
   platform: Optional[str] = None,
   device: Any = None,
   step: str = 'train',
+  images_per_device: Optional[int] = None,
 ) -> UNet:
   """Builds the model named by `config.model` from a training config.
 
@@ -297,7 +298,9 @@ def create_model(
       (a program that may be lowered for several platforms, as export does).
     device: a device of `platform`.
     step: the steps the model is for, 'train' or 'inference' (eval and
-      predict): with `platform` and `device`, it picks the form of 'auto'.
+      predict): with `platform`, `device` and `images_per_device` (of the
+      config's image size in one call of the step), it picks the form of
+      'auto' (network.form_for_platform).
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -325,7 +328,12 @@ def create_model(
     # all four forms, and their derivatives: about 2.5 s more CPU for the
     # tiny config's train step, at every start.)
     implementation = network.form_for_platform(
-      platform, step, getattr(device, 'device_kind', None)
+      platform,
+      step,
+      getattr(device, 'device_kind', None),
+      level0_bytes(
+        config, images_per_device, compute_dtype(config.dtype, platform, device)
+      ),
     )
   kwargs = {}
   if config.model == 'sharp_unet':
@@ -339,6 +347,15 @@ def create_model(
     implementation=implementation,
     **kwargs,
   )
+
+
+def level0_bytes(config, images: Optional[int], dtype: str) -> Optional[int]:
+  """Bytes of one level-0 activation of `images` images of the config's
+  size on a device (None if `images` is)."""
+  if images is None:
+    return None
+  height, width = config.image_size
+  return images * height * width * config.num_filters * jnp.dtype(dtype).itemsize
 
 
 def init_params(model: UNet, config, rng: jax.Array):

@@ -34,11 +34,16 @@ from sharp_unet_jax.model import fast_layers, packed, sharp_block
 # train step is about half the reference form's and Keras's), except in the
 # inference steps for the chips below.
 AUTO_TPU_FORM = 'tpu_packed'
-# The TPUs (device_kind) whose inference steps (eval, predict) 'auto' keeps in
-# the reference form: on v5e, configs/default.py's packed predict step was
-# estimated 1.37x (f32) and 1.13x (bf16) the reference's, which equals Keras's
-# (docs/performance.md, "Which form 'auto' takes").
+# The TPUs (device_kind) whose inference steps (eval, predict) 'auto' packs
+# only where level 0's activations on a device (images x height x width x
+# filters x bytes of the compute dtype) reach INFERENCE_PACKING_BYTES. In the
+# compiler's estimates for v5e (docs/performance.md, "Which form 'auto' takes
+# on TPU"), packing was faster for configs/isic.py in float32 (48 MiB: predict
+# 0.949 of Keras's against 1.120 unpacked) and slower at 24 MiB and below
+# (isic in bfloat16: 1.009 against 1.000; configs/default.py, 1-2 MiB: 1.13
+# and 1.37 against 1.000). The threshold lies between those points.
 TPU_KINDS_INFERRING_UNPACKED = ('TPU v5 lite',)
+INFERENCE_PACKING_BYTES = 32 * 2**20
 # The kinds of step a form is chosen for.
 STEP_KINDS = ('train', 'inference')
 # The form 'auto' takes in GPU (CUDA) programs (docs/performance.md).
@@ -262,11 +267,15 @@ def _unpacked_record(record, per_level):
 
 
 def form_for_platform(
-  platform: str, step: str = 'train', device_kind: Optional[str] = None
+  platform: str,
+  step: str = 'train',
+  device_kind: Optional[str] = None,
+  level0_bytes: Optional[int] = None,
 ) -> str:
   """The form 'auto' takes in `step`'s programs ('train', or 'inference' for
-  eval and predict) for `platform` ('cpu' or 'tpu') and its chip (a device's
-  device_kind), or 'auto' where the platform leaves it open (a GPU: CUDA or
+  eval and predict) for `platform` ('cpu' or 'tpu'), its chip (a device's
+  device_kind) and the bytes of level 0's activations on a device (None:
+  unknown), or 'auto' where the platform leaves it open (a GPU: CUDA or
   ROCm)."""
   if step not in STEP_KINDS:
     raise ValueError(f'step={step!r} is unknown; use one of {STEP_KINDS}.')
@@ -274,6 +283,7 @@ def form_for_platform(
     platform == 'tpu'
     and step == 'inference'
     and device_kind in TPU_KINDS_INFERRING_UNPACKED
+    and (level0_bytes or 0) < INFERENCE_PACKING_BYTES
   ):
     return 'reference'
   return {'cpu': 'cpu_fast', 'tpu': AUTO_TPU_FORM}.get(platform, 'auto')

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sharp_unet_jax.errors import UserError
-from sharp_unet_jax.model import models, network
+from sharp_unet_jax.model import models
 from sharp_unet_jax.training import checkpointing
 
 # Config keys the model and the inference code need.
@@ -60,15 +60,23 @@ class Restored:
     """Logits (N, H, W, num_classes) of float images (N, H, W, C)."""
     return self.model.apply({'params': params}, images)
 
-  def for_platform(self, platform: str, device: Any = None) -> 'Restored':
+  def for_platform(
+    self, platform: str, device: Any = None, devices: int = 1
+  ) -> 'Restored':
     """This model with implementation='auto' resolved for inference programs
-    on `platform` and `device`'s chip (network.form_for_platform): its
-    programs then trace one form."""
+    on `platform`, `device`'s chip and config.eval_batch_size images over
+    `devices` devices (network.form_for_platform): its programs then trace
+    one form."""
     if self.model.implementation != 'auto':
       return self
-    kind = getattr(device, 'device_kind', None)
-    form = network.form_for_platform(platform, 'inference', kind)
-    return dataclasses.replace(self, model=self.model.clone(implementation=form))
+    model = models.create_model(
+      self.config,
+      platform,
+      device,
+      step='inference',
+      images_per_device=self.config.eval_batch_size // devices,
+    )
+    return dataclasses.replace(self, model=model)
 
 
 def _tuples(value):

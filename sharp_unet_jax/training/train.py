@@ -108,7 +108,11 @@ class Trainer:
     # take another form for inference (network.form_for_platform).
     self.model = models.create_model(config, self.platform, device)
     self.inference_model = models.create_model(
-      config, self.platform, device, step='inference'
+      config,
+      self.platform,
+      device,
+      step='inference',
+      images_per_device=config.eval_batch_size // self.mesh.size,
     )
     self.compiler_options = xla_options.compute_options(self.platform)
     # XLA:CPU may run a process's queued programs at once. Across processes,
