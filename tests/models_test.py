@@ -157,7 +157,7 @@ def test_auto_form_is_resolved_where_the_platform_is_known():
 
 def test_auto_form_is_chosen_per_step_and_chip_on_tpu():
   """Train steps pack on every TPU; inference (eval, predict) stays unpacked
-  on v5e only, where packing was estimated slower (docs/performance.md)."""
+  on v5e where level 0 is small or unknown (docs/performance.md)."""
   config = configs_default.get_config()
   v5e, v4 = (types.SimpleNamespace(device_kind=k) for k in ('TPU v5 lite', 'TPU v4'))
 
