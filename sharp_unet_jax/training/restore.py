@@ -69,12 +69,13 @@ class Restored:
     one form."""
     if self.model.implementation != 'auto':
       return self
+    batch = self.config.get('eval_batch_size')
     model = models.create_model(
       self.config,
       platform,
       device,
       step='inference',
-      images_per_device=self.config.eval_batch_size // devices,
+      images_per_device=None if batch is None else batch // devices,
     )
     return dataclasses.replace(self, model=model)
 
