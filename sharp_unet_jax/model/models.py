@@ -314,27 +314,11 @@ def create_model(
       f'config.kernel_init={config.kernel_init!r} is unknown; use one of '
       f'{sorted(INITIALIZERS)}.'
     )
-  # Configs written before the key existed (config.json) mean 'auto'.
-  implementation = config.get('implementation', 'auto')
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(
-      f'config.implementation={implementation!r} is unknown; use one of '
-      f'{sorted(IMPLEMENTATIONS)}.'
-    )
+  # Without a platform, 'auto' stays in the model (platform_dependent).
+  implementation = _implementation(config, platform, device, step, images_per_device)
   if platform is None:
     platform, device = jax.default_backend(), jax.devices()[0]
-  elif implementation == 'auto':
-    # The target is known: trace its form only. (platform_dependent traces
-    # all four forms, and their derivatives: about 2.5 s more CPU for the
-    # tiny config's train step, at every start.)
-    implementation = network.form_for_platform(
-      platform,
-      step,
-      getattr(device, 'device_kind', None),
-      level0_bytes(
-        config, images_per_device, compute_dtype(config.dtype, platform, device)
-      ),
-    )
+  dtype = compute_dtype(config.dtype, platform, device)
   kwargs = {}
   if config.model == 'sharp_unet':
     kwargs['sharp_kernel'] = config.sharp_kernel
@@ -342,10 +326,38 @@ def create_model(
     num_classes=config.num_classes,
     num_filters=config.num_filters,
     depth=config.depth,
-    dtype=jnp.dtype(compute_dtype(config.dtype, platform, device)),
+    dtype=jnp.dtype(dtype),
     kernel_init=INITIALIZERS[config.kernel_init],
     implementation=implementation,
     **kwargs,
+  )
+
+
+def _implementation(config, platform, device, step, images_per_device) -> str:
+  """config.implementation, with 'auto' resolved where `platform` is known
+  (network.form_for_platform).
+
+  Raises:
+    ValueError: for an unknown implementation.
+  """
+  # Configs written before the key existed (config.json) mean 'auto'.
+  implementation = config.get('implementation', 'auto')
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+      f'config.implementation={implementation!r} is unknown; use one of '
+      f'{sorted(IMPLEMENTATIONS)}.'
+    )
+  if platform is None or implementation != 'auto':
+    return implementation
+  # The target is known: trace its form only. (platform_dependent traces
+  # all four forms, and their derivatives: about 2.5 s more CPU for the
+  # tiny config's train step, at every start.)
+  dtype = compute_dtype(config.dtype, platform, device)
+  return network.form_for_platform(
+    platform,
+    step,
+    getattr(device, 'device_kind', None),
+    level0_bytes(config, images_per_device, dtype),
   )
 
 
