@@ -88,3 +88,34 @@ def test_hard_predictions_threshold_and_argmax():
   assert binary.tolist() == [[[0, 1]]]
   multi = metrics.hard_predictions(jnp.array([[[[0.0, 2.0, 1.0]]]]))
   assert multi.tolist() == [[[1]]]
+
+
+def test_one_pass_sums_equal_numpy_sums_per_image_and_class():
+  rng = np.random.default_rng(0)
+  num_classes, shape = 4, (3, 5, 6)
+  pred = rng.integers(0, num_classes, shape)
+  true = rng.integers(0, num_classes, shape)
+  probs = rng.dirichlet(np.ones(num_classes), shape).astype(np.float32)
+  values = rng.normal(size=shape).astype(np.float32)
+  got = metrics.hard_and_soft_overlap(
+    jnp.asarray(pred),
+    jnp.asarray(probs),
+    jnp.asarray(true)[..., None],
+    num_classes,
+    values,
+  )
+  for c in range(1, num_classes):
+    p, t, q = pred == c, true == c, probs[..., c]
+    expected = {
+      'intersection': (p & t).sum((1, 2)),
+      'predicted': p.sum((1, 2)),
+      'true': t.sum((1, 2)),
+      'soft_intersection': (t * q).sum((1, 2)),
+      'soft_union': (t + q - t * q).sum((1, 2)),
+    }
+    for name, value in expected.items():
+      np.testing.assert_allclose(got[name][:, c - 1], value, rtol=1e-5, err_msg=name)
+  np.testing.assert_allclose(got['pixel_sum'], values.sum((1, 2)), rtol=1e-5)
+  assert 'pixel_sum' not in metrics.hard_and_soft_overlap(
+    jnp.asarray(pred), jnp.asarray(probs), jnp.asarray(true), num_classes
+  )

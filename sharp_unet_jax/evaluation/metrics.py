@@ -87,6 +87,57 @@ def soft_overlap(probabilities, labels, num_classes: int):
   return intersection, jnp.sum(one_hot + probs, axis=axes) - intersection
 
 
+def hard_and_soft_overlap(
+  predictions, probabilities, labels, num_classes: int, pixel_values=None
+):
+  """overlap_counts and soft_overlap of one batch in a single pass.
+
+  All the per-image sums are one (variadic) reduction, so a compiled
+  evaluation step reads the logits and labels once for all of them rather
+  than once per kind.
+
+  Args:
+    predictions: int class indices (N, H, W).
+    probabilities: (N, H, W, K') class probabilities, K' = max(num_classes, 2).
+    labels: int class indices (N, H, W) or (N, H, W, 1).
+    num_classes: K including background (2 for a binary head).
+    pixel_values: optional (N, H, W) values (a per-pixel loss) to sum per
+      image in the same pass.
+
+  Returns:
+    {'intersection', 'predicted', 'true'} (overlap_counts) and
+    {'soft_intersection', 'soft_union'} (soft_overlap), each float32 of shape
+    (N, K - 1); with pixel_values, also their per-image sums 'pixel_sum' (N,).
+  """
+  if labels.ndim == 4:
+    labels = labels[..., 0]
+  classes = jnp.arange(1, num_classes)
+  pred = (predictions[..., None] == classes).astype(jnp.float32)
+  true = (labels.astype(jnp.int32)[..., None] == classes).astype(jnp.float32)
+  probs = probabilities[..., 1:].astype(jnp.float32)
+  terms = [pred * true, pred, true, true * probs, probs]
+  if pixel_values is not None:
+    # Every operand of one reduction has the same shape: repeated per class.
+    terms.append(jnp.broadcast_to(pixel_values[..., None], pred.shape))
+  sums = jax.lax.reduce(
+    tuple(terms),
+    (jnp.float32(0),) * len(terms),
+    lambda a, b: tuple(x + y for x, y in zip(a, b)),
+    dimensions=(1, 2),
+  )
+  intersection, predicted, true_sum, soft_intersection, probs_sum = sums[:5]
+  result = {
+    'intersection': intersection,
+    'predicted': predicted,
+    'true': true_sum,
+    'soft_intersection': soft_intersection,
+    'soft_union': true_sum + probs_sum - soft_intersection,
+  }
+  if pixel_values is not None:
+    result['pixel_sum'] = sums[5][:, 0]
+  return result
+
+
 # overlap.py's Dice and IoU on JAX arrays.
 dice_from_counts = functools.partial(overlap.dice, xp=jnp)
 iou_from_counts = functools.partial(overlap.iou, xp=jnp)

@@ -37,16 +37,31 @@ def probabilities(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits, axis=-1)
 
 
-def cross_entropy(logits, labels, weights=None) -> jax.Array:
-  """Mean binary (K = 1) or categorical (K > 1) cross-entropy, the paper's loss."""
+def cross_entropy_per_pixel(logits, labels) -> jax.Array:
+  """Binary (K = 1) or categorical (K > 1) cross-entropy of each pixel (N, H, W)."""
   labels = _labels_2d(labels)
   if logits.shape[-1] == 1:
-    per_pixel = optax.sigmoid_binary_cross_entropy(
+    return optax.sigmoid_binary_cross_entropy(
       logits[..., 0], labels.astype(logits.dtype)
     )
-  else:
-    per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  return _weighted_mean(per_pixel, weights)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def cross_entropy(logits, labels, weights=None) -> jax.Array:
+  """Mean binary (K = 1) or categorical (K > 1) cross-entropy, the paper's loss."""
+  return _weighted_mean(cross_entropy_per_pixel(logits, labels), weights)
+
+
+def focal_per_pixel(logits, labels, gamma: float = 2.0) -> jax.Array:
+  """The focal loss of each pixel (N, H, W); see focal."""
+  labels = _labels_2d(labels)
+  if logits.shape[-1] == 1:
+    return optax.sigmoid_focal_loss(
+      logits[..., 0], labels.astype(logits.dtype), alpha=None, gamma=gamma
+    )
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  log_p_true = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+  return -((1.0 - jnp.exp(log_p_true)) ** gamma) * log_p_true
 
 
 def focal(logits, labels, weights=None, gamma: float = 2.0) -> jax.Array:
@@ -56,16 +71,7 @@ def focal(logits, labels, weights=None, gamma: float = 2.0) -> jax.Array:
   for K > 1. gamma = 0 gives the cross-entropy back; larger gamma down-weights
   pixels the model already gets right.
   """
-  labels = _labels_2d(labels)
-  if logits.shape[-1] == 1:
-    per_pixel = optax.sigmoid_focal_loss(
-      logits[..., 0], labels.astype(logits.dtype), alpha=None, gamma=gamma
-    )
-  else:
-    log_p = jax.nn.log_softmax(logits, axis=-1)
-    log_p_true = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
-    per_pixel = -((1.0 - jnp.exp(log_p_true)) ** gamma) * log_p_true
-  return _weighted_mean(per_pixel, weights)
+  return _weighted_mean(focal_per_pixel(logits, labels, gamma), weights)
 
 
 def soft_dice(logits, labels, weights=None, smooth: float = 1.0) -> jax.Array:
@@ -92,6 +98,10 @@ def cross_entropy_dice(logits, labels, weights=None) -> jax.Array:
   """Cross-entropy plus soft Dice loss."""
   return cross_entropy(logits, labels, weights) + soft_dice(logits, labels, weights)
 
+
+# The losses that are a mean over pixels, and their per-pixel values: an
+# evaluation step sums those in the same pass as its overlap counts.
+PER_PIXEL = {cross_entropy: cross_entropy_per_pixel, focal: focal_per_pixel}
 
 LOSSES = {
   'cross_entropy': cross_entropy,

@@ -1,5 +1,7 @@
 """Pure functions of one training or evaluation step, and the initial state."""
 
+import math
+
 import flax.linen as nn
 from flax.training import train_state
 import jax
@@ -57,18 +59,26 @@ def train_step(state, batch, *, loss_fn, num_classes, augment_config=None, seed=
 
 
 def eval_step(params, batch, *, apply_fn, loss_fn, num_classes):
-  """Metrics of one padded evaluation batch (padding masked by 'valid')."""
+  """Metrics of one padded evaluation batch (padding masked by 'valid').
+
+  The overlap sums, and the loss when it is a mean over pixels
+  (losses.PER_PIXEL), are summed per image in one pass over the logits.
+  """
   logits = apply_fn({'params': params}, batch['image'])
-  per_example_loss = jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(
-    logits, batch['mask']
+  per_pixel_loss = losses.PER_PIXEL.get(loss_fn)
+  overlaps = metrics.hard_and_soft_overlap(
+    metrics.hard_predictions(logits),
+    losses.probabilities(logits),
+    batch['mask'],
+    max(num_classes, 2),
+    None if per_pixel_loss is None else per_pixel_loss(logits, batch['mask']),
   )
-  soft_intersection, soft_union = metrics.soft_overlap(
-    losses.probabilities(logits), batch['mask'], max(num_classes, 2)
-  )
+  if per_pixel_loss is None:
+    per_example_loss = jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(
+      logits, batch['mask']
+    )
+  else:  # summed in the overlaps' pass over the pixels
+    per_example_loss = overlaps.pop('pixel_sum') / math.prod(logits.shape[1:3])
   return metrics.EvalMetrics.single_from_model_output(
-    loss=per_example_loss,
-    mask=batch['valid'],
-    soft_intersection=soft_intersection,
-    soft_union=soft_union,
-    **overlap_outputs(logits, batch['mask'], num_classes),
+    loss=per_example_loss, mask=batch['valid'], **overlaps
   )
