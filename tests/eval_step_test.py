@@ -17,20 +17,29 @@ def logits_as_model(variables, images):
 
 @pytest.mark.parametrize('loss', sorted(losses.LOSSES))
 @pytest.mark.parametrize('channels', [1, 3])
-def test_eval_step_equals_each_metric_computed_on_its_own(loss, channels):
+@pytest.mark.parametrize('outputs', ['platform', 'one_pass'])
+def test_eval_step_equals_each_metric_computed_on_its_own(loss, channels, outputs):
   rng = np.random.default_rng(channels)
   num_classes = channels
   logits = jnp.asarray(rng.normal(size=(4, 6, 5, channels)), jnp.float32)
   mask = jnp.asarray(rng.integers(0, max(num_classes, 2), (4, 6, 5)), jnp.int32)
   valid = jnp.array([1.0, 1.0, 1.0, 0.0])
   loss_fn = losses.get_loss(loss)
-  got = steps.eval_step(
-    {},
-    {'image': logits, 'mask': mask, 'valid': valid},
-    apply_fn=logits_as_model,
-    loss_fn=loss_fn,
-    num_classes=num_classes,
-  )
+  if outputs == 'one_pass':  # the TPU programs' sums, run here
+    got = metrics.EvalMetrics.single_from_model_output(
+      mask=valid,
+      **steps.eval_outputs_one_pass(
+        logits, mask, loss_fn=loss_fn, num_classes=num_classes
+      ),
+    )
+  else:
+    got = steps.eval_step(
+      {},
+      {'image': logits, 'mask': mask, 'valid': valid},
+      apply_fn=logits_as_model,
+      loss_fn=loss_fn,
+      num_classes=num_classes,
+    )
   k = max(num_classes, 2)
   intersection, predicted, true = metrics.overlap_counts(
     metrics.hard_predictions(logits), mask, k

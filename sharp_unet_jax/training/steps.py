@@ -1,5 +1,6 @@
 """Pure functions of one training or evaluation step, and the initial state."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -58,27 +59,57 @@ def train_step(state, batch, *, loss_fn, num_classes, augment_config=None, seed=
   return state.apply_gradients(grads=grads), step_metrics
 
 
-def eval_step(params, batch, *, apply_fn, loss_fn, num_classes):
-  """Metrics of one padded evaluation batch (padding masked by 'valid').
+def _per_example_loss(loss_fn, logits, labels):
+  return jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(logits, labels)
 
-  The overlap sums, and the loss when it is a mean over pixels
-  (losses.PER_PIXEL), are summed per image in one pass over the logits.
-  """
-  logits = apply_fn({'params': params}, batch['image'])
+
+def eval_outputs_per_kind(logits, labels, *, loss_fn, num_classes: int) -> dict:
+  """The eval metrics' inputs: the per-example loss and the per-image
+  overlap sums, each kind its own reduction. XLA:GPU fuses these into one
+  kernel; it does not fuse a variadic reduction with its inputs."""
+  soft_intersection, soft_union = metrics.soft_overlap(
+    losses.probabilities(logits), labels, max(num_classes, 2)
+  )
+  return {
+    'loss': _per_example_loss(loss_fn, logits, labels),
+    'soft_intersection': soft_intersection,
+    'soft_union': soft_union,
+    **overlap_outputs(logits, labels, num_classes),
+  }
+
+
+def eval_outputs_one_pass(logits, labels, *, loss_fn, num_classes: int) -> dict:
+  """eval_outputs_per_kind's values, summed in one variadic reduction over
+  the pixels, the loss too when it is a mean over pixels (losses.PER_PIXEL).
+  XLA:TPU then reads the logits and labels once, where it gives the
+  separate reductions a pass each."""
   per_pixel_loss = losses.PER_PIXEL.get(loss_fn)
   overlaps = metrics.hard_and_soft_overlap(
     metrics.hard_predictions(logits),
     losses.probabilities(logits),
-    batch['mask'],
+    labels,
     max(num_classes, 2),
-    None if per_pixel_loss is None else per_pixel_loss(logits, batch['mask']),
+    None if per_pixel_loss is None else per_pixel_loss(logits, labels),
   )
   if per_pixel_loss is None:
-    per_example_loss = jax.vmap(lambda x, y: loss_fn(x[None], y[None]))(
-      logits, batch['mask']
-    )
-  else:  # summed in the overlaps' pass over the pixels
-    per_example_loss = overlaps.pop('pixel_sum') / math.prod(logits.shape[1:3])
-  return metrics.EvalMetrics.single_from_model_output(
-    loss=per_example_loss, mask=batch['valid'], **overlaps
+    loss = _per_example_loss(loss_fn, logits, labels)
+  else:
+    loss = overlaps.pop('pixel_sum') / math.prod(logits.shape[1:3])
+  return {'loss': loss, **overlaps}
+
+
+def eval_step(params, batch, *, apply_fn, loss_fn, num_classes):
+  """Metrics of one padded evaluation batch (padding masked by 'valid').
+
+  Their inputs are summed per image in one pass on TPU
+  (eval_outputs_one_pass), kind by kind elsewhere (eval_outputs_per_kind).
+  """
+  logits = apply_fn({'params': params}, batch['image'])
+  kwargs = dict(loss_fn=loss_fn, num_classes=num_classes)
+  outputs = jax.lax.platform_dependent(
+    logits,
+    batch['mask'],
+    tpu=functools.partial(eval_outputs_one_pass, **kwargs),
+    default=functools.partial(eval_outputs_per_kind, **kwargs),
   )
+  return metrics.EvalMetrics.single_from_model_output(mask=batch['valid'], **outputs)
