@@ -151,8 +151,9 @@ def main(argv) -> None:
   print(
     f'{FLAGS.target}: {devices} x {target.devices[0].device_kind}; budget '
     f'{_gib(budget)} GiB per device (of {_gib(memory)} GiB). Peaks are the '
-    "compiler's memory analysis; images/s (all devices) is a roofline "
-    'estimate from published peaks, an upper bound.',
+    "compiler's memory analysis; images/s (all devices) is aot's estimate "
+    'from published peaks, not a measurement: high on GPU (every kernel at '
+    'a peak), either way on TPU.',
     flush=True,
   )
   cache = report_cache.ReportCache(FLAGS.cache_dir)

@@ -4,8 +4,9 @@ forward) at candidate batches for a target and keeps the largest that fits.
 Each candidate is the Trainer's own train step, compiled for the target's
 mesh by training/aot_steps.py (no data, nothing runs), so its peak is XLA's memory
 analysis of the program training would run there: the compiler's figure,
-exact for that program. Images/s is aot's roofline estimate from the chip's
-published peaks, an upper bound. Reports are cached on disk
+exact for that program. Images/s is aot's estimate from the chip's published
+peaks: high on GPU (every kernel at a peak), either way on TPU (on-chip bytes
+charged at HBM bandwidth; no step at the peaks). Reports are cached on disk
 (report_cache.py), keyed by the config (at the candidate's batch and dtype),
 target, compiler versions and this package's source.
 """
