@@ -18,7 +18,13 @@ import pytest
 from configs import tiny
 from sharp_unet_jax import aot
 from sharp_unet_jax.benchmarks import timing
-from sharp_unet_jax.compilation import compile_reports, hlo_stats, targets, xla_options
+from sharp_unet_jax.compilation import (
+  compile_reports,
+  hbm_traffic,
+  hlo_stats,
+  targets,
+  xla_options,
+)
 from sharp_unet_jax.errors import UserError
 from sharp_unet_jax.training import aot_steps, train
 
@@ -139,6 +145,21 @@ def test_gpu_programs_run_each_upconvolution_as_a_cudnn_data_gradient(compiled, 
   text = compiled['predict'][1].as_text()
   depth = tiny.get_config().depth
   assert text.count('custom_call_target="__cudnn$convBackwardInput"') == depth
+
+
+def test_gpu_programs_hold_the_sharp_kernel_whole(compiled, target):
+  """'gpu_cudnn' stores the Sharp block's per-channel kernel as a whole
+  constant, which XLA folds into the program: no kernel launch builds it."""
+  if target.platform != 'gpu':
+    pytest.skip('GPU programs only.')
+  for name in ('train', 'predict'):
+    text = compiled[name][1].as_text()
+    built = [
+      i.name
+      for i in hbm_traffic.top_level(text)
+      if i.op == 'fusion' and re.match(r'f32\[\d+,3,3,1\]', i.shape)
+    ]
+    assert not built, (name, built)
 
 
 def run_aot(*flags, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -36,7 +36,7 @@ def test_bad_kernels_are_rejected():
     sharp_block.make_kernel(np.ones((5, 5)))
 
 
-@pytest.mark.parametrize('implementation', ['conv', 'shifted_sum'])
+@pytest.mark.parametrize('implementation', ['conv', 'conv_dense_kernel', 'shifted_sum'])
 @pytest.mark.parametrize(
   'kernel', ['laplacian', 'sharpen', 'blur', [[1, 2, 3], [4, 5, 6], [7, 8, 9]]]
 )

@@ -17,7 +17,10 @@ run inside it). The forms compute the same result:
 - 'gpu_cudnn': the reference ops, except that the up-convolution's kernel is
   flipped and transposed so that XLA's GPU compiler runs it as cuDNN's
   data-gradient convolution instead of a convolution over a 4x dilated copy
-  of its input (fast_layers._upconv_transposed_kernel).
+  of its input (fast_layers._upconv_transposed_kernel), and the Sharp
+  block's per-channel kernel is a whole constant (sharp_block's
+  'conv_dense_kernel'), which XLA:GPU folds into the program rather than
+  broadcasting it in a kernel of its own.
 """
 
 import functools
@@ -54,7 +57,7 @@ FORMS = {
   'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
   'tpu_packed': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
   'gpu_cudnn': {
-    'sharp': 'conv',
+    'sharp': 'conv_dense_kernel',
     'pool': 'reduce_window',
     'upsample': 'conv_transposed_kernel',
   },

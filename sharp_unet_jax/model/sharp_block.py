@@ -11,6 +11,7 @@ Example, inside any Flax model::
   skip = SharpBlock(kernel='laplacian')(features)   # same shape as features
 """
 
+import functools
 from typing import Any, Sequence, Union
 
 import flax.linen as nn
@@ -53,7 +54,9 @@ def make_kernel(spec: KernelSpec) -> np.ndarray:
   return kernel
 
 
-def depthwise_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
+def depthwise_filter(
+  x: jax.Array, kernel: np.ndarray, dense: bool = False
+) -> jax.Array:
   """Convolves every channel of NHWC `x` with the same 2-D `kernel`.
 
   This is the reference formulation: one grouped convolution.
@@ -63,6 +66,10 @@ def depthwise_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
   Args:
     x: array of shape (N, H, W, C).
     kernel: a (kh, kw) array, used for every channel.
+    dense: store the per-channel kernel whole in the program, rather than as
+      a broadcast of `kernel`. XLA:GPU folds a whole constant into the
+      program but runs a kernel to broadcast one for each Sharp block; XLA:TPU
+      builds the broadcast on chip, cheaper than reading the whole constant.
 
   Returns:
     An array with the shape and dtype of `x`.
@@ -70,7 +77,11 @@ def depthwise_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
   channels = x.shape[-1]
   kh, kw = kernel.shape
   # HWIO layout with I = 1: one input channel per group, one group per channel.
-  weights = np.broadcast_to(kernel[:, :, None, None], (kh, kw, 1, channels))
+  weights = kernel[:, :, None, None]
+  if dense:
+    weights = np.tile(weights, (1, 1, 1, channels))
+  else:
+    weights = np.broadcast_to(weights, (kh, kw, 1, channels))
   return jax.lax.conv_general_dilated(
     x,
     jnp.asarray(weights, dtype=x.dtype),
@@ -102,7 +113,11 @@ def shifted_sum_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
   return out
 
 
-IMPLEMENTATIONS = {'conv': depthwise_filter, 'shifted_sum': shifted_sum_filter}
+IMPLEMENTATIONS = {
+  'conv': depthwise_filter,
+  'conv_dense_kernel': functools.partial(depthwise_filter, dense=True),
+  'shifted_sum': shifted_sum_filter,
+}
 
 
 def sharp_filter(x: jax.Array, kernel: np.ndarray, implementation: str) -> jax.Array:
@@ -111,8 +126,10 @@ def sharp_filter(x: jax.Array, kernel: np.ndarray, implementation: str) -> jax.A
   Args:
     x: array of shape (N, H, W, C).
     kernel: a (kh, kw) array, used for every channel.
-    implementation: 'conv' (the grouped convolution), 'shifted_sum' (the same
-      filter as fused shifted adds, faster on CPU) or 'auto': shifted_sum in
+    implementation: 'conv' (the grouped convolution), 'conv_dense_kernel'
+      (the same, its kernel a whole constant: see depthwise_filter),
+      'shifted_sum' (the same filter as fused shifted adds, faster on CPU)
+      or 'auto': shifted_sum in
       programs compiled for CPU, conv in those for GPU and TPU. 'auto' is
       decided by `jax.lax.platform_dependent` when the program is lowered, so
       it follows the platform compiled or exported for, never the host's.
@@ -142,8 +159,9 @@ class SharpBlock(nn.Module):
       array-like. It is a constant of the computation, never a parameter.
     dtype: computation dtype; None keeps the input's dtype.
     implementation: 'conv' (default: `lax.conv_general_dilated` with
-      `feature_group_count`, the design's op), 'shifted_sum' (the same filter
-      as fused shifted adds, faster on CPU) or 'auto' (shifted_sum in CPU
+      `feature_group_count`, the design's op), 'conv_dense_kernel' (the same
+      with its kernel stored whole, for GPU programs), 'shifted_sum' (the
+      same filter as fused shifted adds, faster on CPU) or 'auto' (shifted_sum in CPU
       programs, conv in GPU and TPU programs; see `sharp_filter`).
   """
 
