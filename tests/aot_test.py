@@ -72,6 +72,26 @@ def sharp_reports(compiled, target, trainer):
   }
 
 
+def test_the_gpu_option_keeps_large_all_reduces_out_of_the_combining():
+  """A 2 MiB sum and a small one: XLA:GPU's default combines them into one
+  all-reduce; with compute_options('gpu') they stay two."""
+  mesh = targets.parse('gpu:h100:4').mesh()
+  data = jax.sharding.NamedSharding(mesh, PartitionSpec('data'))
+  big = jax.ShapeDtypeStruct((4, 2**19), 'float32', sharding=data)
+  small = jax.ShapeDtypeStruct((4, 4), 'float32', sharding=data)
+  lowered = jax.jit(lambda a, b: (a.sum(0), b.sum(0))).lower(big, small)
+  counts = {
+    name: hlo_stats.collectives(lowered.compile(options).as_text())['all-reduce'][
+      'count'
+    ]
+    for name, options in (
+      ('default', None),
+      ('ours', xla_options.compute_options('gpu')),
+    )
+  }
+  assert counts == {'default': 1, 'ours': 2}
+
+
 def test_targets_give_compile_only_devices_of_the_chip(target):
   assert len(target.devices) == 4
   assert {d.platform for d in target.devices} == {target.platform}
@@ -80,8 +100,10 @@ def test_targets_give_compile_only_devices_of_the_chip(target):
 
 def test_steps_shard_the_batch_and_replicate_the_state(trainer, compiled, target):
   assert trainer.platform == target.platform and trainer.mesh.size == 4
-  # No CPU-only compiler option goes into a TPU or GPU program.
-  assert trainer.compiler_options is None
+  # No CPU option goes into a TPU or GPU program: TPU programs get none, GPU
+  # programs the all-reduce combining threshold.
+  expected = {'tpu': None, 'gpu': {xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20}}
+  assert trainer.compiler_options == expected[target.platform]
   state_in, batch_in = compiled['train'][1].input_shardings[0]
   assert all(s.spec == PartitionSpec() for s in jax.tree_util.tree_leaves(state_in))
   assert all(s.spec == PartitionSpec('data') for s in batch_in.values())

@@ -56,6 +56,56 @@ custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":\
 """.replace('\\\n', '')
 
 
+# Fusions reading the all-reduced buffer u (32 values) and a vector v:
+# `update` takes one slice of u, directly and after squaring it (the same
+# 4 values), and all of v; `mixed` slices u but also reduces all of it.
+SLICING_HLO = """
+%fused_update (u: f32[32], v: f32[4]) -> f32[4] {
+  %u = f32[32]{0} parameter(0)
+  %v = f32[4]{0} parameter(1)
+  %uu = f32[32]{0} multiply(%u, %u)
+  %s1 = f32[4]{0} slice(%u), slice={[8:12]}
+  %s2 = f32[4]{0} slice(%uu), slice={[8:12]}
+  %b = f32[2,2]{1,0} bitcast(%s2)
+  %c = f32[4]{0} bitcast(%b)
+  %a = f32[4]{0} add(%s1, %c)
+  ROOT %r = f32[4]{0} add(%a, %v)
+}
+
+%add (x: f32[], y: f32[]) -> f32[] {
+  %x = f32[] parameter(0)
+  %y = f32[] parameter(1)
+  ROOT %z = f32[] add(%x, %y)
+}
+
+%fused_mixed (w: f32[32]) -> f32[4] {
+  %w = f32[32]{0} parameter(0)
+  %s = f32[4]{0} slice(%w), slice={[0:4]}
+  %zero = f32[] constant(0)
+  %total = f32[] reduce(%w, %zero), dimensions={0}, to_apply=%add
+  %t = f32[4]{0} broadcast(%total), dimensions={}
+  ROOT %m = f32[4]{0} multiply(%s, %t)
+}
+
+ENTRY %main (p: f32[32], v: f32[4]) -> (f32[4], f32[4]) {
+  %p = f32[32]{0} parameter(0)
+  %v = f32[4]{0} parameter(1)
+  %update = f32[4]{0} fusion(%p, %v), kind=kLoop, calls=%fused_update
+  %mixed = f32[4]{0} fusion(%p), kind=kLoop, calls=%fused_mixed
+  ROOT %out = (f32[4]{0}, f32[4]{0}) tuple(%update, %mixed)
+}
+"""
+
+
+def test_a_fusion_reads_only_the_slices_of_an_operand_it_only_slices():
+  found = {k['name']: k for k in gpu_kernels.kernels(SLICING_HLO)}
+  assert list(found) == ['update', 'mixed']
+  # 4 values of u (one slice, taken twice), all 4 of v, 4 written.
+  assert found['update']['bytes'] == 4 * (4 + 4 + 4)
+  # The reduce reads all 32 values of w.
+  assert found['mixed']['bytes'] == 4 * (32 + 4)
+
+
 def test_roofline_is_the_slower_of_compute_and_memory():
   compute_bound = {'flops': 3e12, 'bytes_accessed': 1e11}  # 3 s vs 1 s
   est = compile_reports.roofline(compute_bound, CHIP, 'float32', 6)

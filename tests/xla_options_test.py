@@ -36,21 +36,30 @@ def convolutions_by_fusion_kind(hlo: str) -> collections.Counter:
   return counts
 
 
-def test_only_cpu_programs_get_options(monkeypatch):
+def test_cpu_and_gpu_programs_get_their_own_options(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
-  assert xla_options.compute_options('cpu') and xla_options.init_options('cpu')
-  # Programs for other platforms get none, whatever the host is.
+  assert xla_options.compute_options('cpu') == {
+    xla_options.YNN_FUSION_FLAG: xla_options.YNN_DOTS_ONLY
+  }
+  assert xla_options.init_options('cpu')
+  assert xla_options.compute_options('gpu') == {
+    xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20
+  }
+  # Programs for TPU get none, and initialisation only on CPU, whatever the host is.
+  assert xla_options.compute_options('tpu') is None
   for platform in ('gpu', 'tpu'):
-    assert xla_options.compute_options(platform) is None
     assert xla_options.init_options(platform) is None
 
 
-def test_a_users_own_ynn_flag_wins(monkeypatch):
+def test_a_users_own_flags_win(monkeypatch):
   monkeypatch.setenv(
     'XLA_FLAGS',
     '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION',
   )
   assert xla_options.compute_options('cpu') is None
+  assert xla_options.compute_options('gpu') is not None
+  monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_all_reduce_combine_threshold_bytes=0')
+  assert xla_options.compute_options('gpu') is None
 
 
 def test_convolutions_leave_ynnpack_and_results_stay_the_same():

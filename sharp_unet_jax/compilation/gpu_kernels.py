@@ -38,8 +38,35 @@ _LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _BACKEND = re.compile(r'backend_config=(\{.*\})\s*$')
 _CALLS = re.compile(r'calls=%([\w.\-]+)')
-# A fusion of only these reads no more than it writes.
-_SLICING = frozenset({'parameter', 'slice', 'bitcast', 'tuple'})
+_SLICE_SPEC = re.compile(r'slice=\{[^}]*\}')
+# Operations that read each element of their operands where they write it.
+_ELEMENTWISE = frozenset(
+  {
+    'abs',
+    'add',
+    'and',
+    'clamp',
+    'compare',
+    'convert',
+    'divide',
+    'exponential',
+    'is-finite',
+    'log',
+    'maximum',
+    'minimum',
+    'multiply',
+    'negate',
+    'not',
+    'or',
+    'power',
+    'rsqrt',
+    'select',
+    'sign',
+    'sqrt',
+    'subtract',
+    'tanh',
+  }
+)
 
 
 def _dims(shape: str) -> list[list[int]]:
@@ -92,11 +119,51 @@ def gemm_flops(operands: list[str], line: str) -> float:
   return 2.0 * batch * lhs_free * rhs_free * contracted
 
 
-def _reads_what_it_writes(line: str, bodies: dict) -> bool:
-  """Whether a fusion only slices its operands."""
+def _slices_of(name: str, dims: list, body: list) -> set | None:
+  """The slices {(slice spec, sliced value's dimensions, slice's element
+  count)} that a fusion body (`body`, hbm_traffic.definitions) takes of its
+  value `name` of dimensions `dims`, directly, through bitcasts or through
+  elementwise operations, when that is all it does with the value; None
+  otherwise."""
+  users = [d for d in body if name in d.operands]
+  if not users:
+    return None
+  found = set()
+  for user in users:
+    user_dims = _dims(user.shape)
+    if user.op == 'slice':
+      spec = _SLICE_SPEC.search(user.line)
+      found.add((spec[0] if spec else user.name, str(dims), math.prod(user_dims[0])))
+      continue
+    if user.op != 'bitcast' and not (user.op in _ELEMENTWISE and user_dims == [dims]):
+      return None
+    inner = _slices_of(user.name, user_dims[0], body)
+    if inner is None:
+      return None
+    found |= inner
+  return found
+
+
+def fusion_reads(line: str, operands: list[str], bodies: dict) -> int:
+  """Bytes a fusion reads: each operand in full, except one that the fusion
+  only slices (directly, or after elementwise operations), of which it reads
+  the distinct slices (XLA's cost analysis, too, counts only the part of an
+  operand that a fusion slices)."""
   called = _CALLS.search(line)
-  ops = hbm_traffic.opcodes(bodies.get(called[1], [])) if called else set()
-  return 'slice' in ops and ops <= _SLICING
+  body = hbm_traffic.definitions(bodies.get(called[1], [])) if called else []
+  parameters = {int(d.arguments): d.name for d in body if d.op == 'parameter'}
+  read = 0
+  for index, shape in enumerate(operands):
+    full, dims = _bytes(shape), _dims(shape)
+    slices = None
+    if index in parameters and len(dims) == 1:
+      slices = _slices_of(parameters[index], dims[0], body)
+    if slices is None:
+      read += full
+    else:
+      elements = sum(count for _, _, count in slices)
+      read += min(full, full * elements // max(math.prod(dims[0]), 1))
+  return read
 
 
 def kernels(hlo_text: str) -> list[dict]:
@@ -119,9 +186,10 @@ def kernels(hlo_text: str) -> list[dict]:
       elif 'gemm' in kind or 'matmul' in kind:
         flops = gemm_flops(instruction.operands, line)
     written = _bytes(instruction.shape)
-    read = sum(_bytes(shape) for shape in instruction.operands)
-    if op == 'fusion' and _reads_what_it_writes(line, bodies):
-      read = written
+    if op == 'fusion':
+      read = fusion_reads(line, instruction.operands, bodies)
+    else:
+      read = sum(_bytes(shape) for shape in instruction.operands)
     found.append(
       {'name': instruction.name, 'kind': kind, 'bytes': read + written, 'flops': flops}
     )

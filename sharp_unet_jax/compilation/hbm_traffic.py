@@ -147,6 +147,39 @@ def top_level(hlo_text: str) -> list[Instruction]:
   ]
 
 
+class Definition(NamedTuple):
+  """One instruction of a computation: its name, opcode, result shape, the
+  names of its operands (without the '%') and the text between its
+  parentheses (a parameter's number), and its line."""
+
+  name: str
+  op: str
+  shape: str
+  operands: list[str]
+  arguments: str
+  line: str
+
+
+def definitions(lines: list[str]) -> list[Definition]:
+  """The instructions of a computation's lines (e.g. a fusion body)."""
+  found = []
+  for line in lines:
+    match = _DEFINITION.match(line)
+    if match:
+      arguments = _call_arguments(line, match.end() - 1)
+      found.append(
+        Definition(
+          match['name'],
+          match['op'],
+          match['shape'],
+          _OPERAND.findall(arguments),
+          arguments,
+          line,
+        )
+      )
+  return found
+
+
 def opcodes(lines: list[str]) -> set[str]:
   """The opcodes of a computation's instruction lines."""
   return {found['op'] for found in map(_DEFINITION.match, lines) if found}

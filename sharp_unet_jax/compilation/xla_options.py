@@ -1,4 +1,4 @@
-"""XLA compiler options set per compiled function (CPU programs only).
+"""XLA compiler options set per compiled function (CPU and GPU programs).
 
 jaxlib 0.10's CPU compiler hands convolutions to YNNPACK fusions by default.
 For U-Net's convolutions XLA's own convolution runtime is faster, above all for
@@ -9,12 +9,18 @@ reference as before (docs/performance.md). YNNPACK's dot fusions may still take
 in a convolution that feeds a dot in the forward pass. `compute_options('cpu')`
 returns that setting for `jax.jit(..., compiler_options=...)`.
 
+XLA:GPU combines all-reduces into one buffer up to a size
+(`xla_gpu_all_reduce_combine_threshold_bytes`, 30 MiB by default). The
+'gpu_cudnn' form sums its gradient as one flat buffer (network.py); combined
+with the metrics' small sums, that buffer was copied into a larger one and
+back out, 31 MB of traffic per step in configs/default.py's train step.
+`compute_options('gpu')` keeps buffers from 1 MiB up out of the combining.
+
 The options apply to the whole program, so they are chosen for the platform
 the program is compiled for (the mesh's devices, meshes.platform), never the
-host's: a CPU host compiling for GPU or TPU passes none.
+host's: a CPU host compiling for TPU passes none.
 
-A user who sets `--xla_cpu_experimental_ynn_fusion_type` in `XLA_FLAGS` keeps
-their own choice.
+A user who sets one of these flags in `XLA_FLAGS` keeps their own choice.
 """
 
 import os
@@ -25,19 +31,28 @@ import jax
 YNN_FUSION_FLAG = 'xla_cpu_experimental_ynn_fusion_type'
 # YNNPACK for dot (matmul) fusions only; convolutions go to XLA's runtime.
 YNN_DOTS_ONLY = 'LIBRARY_FUSION_TYPE_DOT'
+ALL_REDUCE_COMBINE_FLAG = 'xla_gpu_all_reduce_combine_threshold_bytes'
+ALL_REDUCE_COMBINE_BYTES = 2**20
+_COMPUTE_OPTIONS = {
+  'cpu': {YNN_FUSION_FLAG: YNN_DOTS_ONLY},
+  'gpu': {ALL_REDUCE_COMBINE_FLAG: ALL_REDUCE_COMBINE_BYTES},
+}
 
 
 def compute_options(platform: str) -> Optional[dict]:
-  """Options for train, eval and predict programs for `platform`; None off CPU.
+  """Options for train, eval and predict programs for `platform`; None for
+  other platforms than CPU and GPU.
 
   Args:
     platform: the platform compiled for, e.g. meshes.platform(mesh).
   """
-  if platform != 'cpu':
+  options = _COMPUTE_OPTIONS.get(platform)
+  if options is None:
     return None
-  if YNN_FUSION_FLAG in os.environ.get('XLA_FLAGS', ''):
+  user_flags = os.environ.get('XLA_FLAGS', '')
+  if any(flag in user_flags for flag in options):
     return None
-  return {YNN_FUSION_FLAG: YNN_DOTS_ONLY}
+  return dict(options)
 
 
 def init_options(platform: str) -> Optional[dict]:

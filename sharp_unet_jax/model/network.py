@@ -20,7 +20,8 @@ run inside it). The forms compute the same result:
   of its input (fast_layers._upconv_transposed_kernel), and the Sharp
   block's per-channel kernel is a whole constant (sharp_block's
   'conv_dense_kernel'), which XLA:GPU folds into the program rather than
-  broadcasting it in a kernel of its own.
+  broadcasting it in a kernel of its own, and that the gradient is summed
+  over devices as one flat float32 buffer (`vary_summing_flat`).
 """
 
 import functools
@@ -52,14 +53,32 @@ STEP_KINDS = ('train', 'inference')
 # The form 'auto' takes in GPU (CUDA) programs (docs/performance.md).
 AUTO_GPU_FORM = 'gpu_cudnn'
 
+# Each form's layer implementations, and how the gradient is summed over
+# devices ('gradient_sum', `per_device`).
 FORMS = {
-  'reference': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
-  'cpu_fast': {'sharp': 'shifted_sum', 'pool': 'strided_slices', 'upsample': 'dot'},
-  'tpu_packed': {'sharp': 'conv', 'pool': 'reduce_window', 'upsample': 'conv'},
+  'reference': {
+    'sharp': 'conv',
+    'pool': 'reduce_window',
+    'upsample': 'conv',
+    'gradient_sum': 'per_parameter',
+  },
+  'cpu_fast': {
+    'sharp': 'shifted_sum',
+    'pool': 'strided_slices',
+    'upsample': 'dot',
+    'gradient_sum': 'per_parameter',
+  },
+  'tpu_packed': {
+    'sharp': 'conv',
+    'pool': 'reduce_window',
+    'upsample': 'conv',
+    'gradient_sum': 'per_parameter',
+  },
   'gpu_cudnn': {
     'sharp': 'conv_dense_kernel',
     'pool': 'reduce_window',
     'upsample': 'conv_transposed_kernel',
+    'gradient_sum': 'flat',
   },
 }
 
@@ -184,10 +203,11 @@ def forward(
   network = functools.partial(
     _network, form=form, depth=depth, sharp_kernel=sharp_kernel, dtype=dtype
   )
-  return per_device(network, record)(params, x).astype(jnp.float32)
+  gradient_sum = FORMS[form]['gradient_sum']
+  return per_device(network, record, gradient_sum)(params, x).astype(jnp.float32)
 
 
-def per_device(fn, record=None):
+def per_device(fn, record=None, gradient_sum: str = 'per_parameter'):
   """`fn(params, x, record)` run on each device's part of x's batch
   (`jax.shard_map` over the batch's mesh axes, params replicated, record
   None), or as it is if x's batch is not sharded.
@@ -199,6 +219,10 @@ def per_device(fn, record=None):
   back into its kernel's before the sum. (Cast before the shard_map, a
   bfloat16 program summed bfloat16 gradients; without the cast below, JAX
   sums the block-diagonal kernels' gradients, f^2 times larger.)
+
+  gradient_sum: 'per_parameter' (JAX's own sum of each parameter's
+  gradient, which XLA combines into one all-reduce) or 'flat'
+  (`vary_summing_flat`).
   """
 
   def run(params, x):
@@ -210,14 +234,57 @@ def per_device(fn, record=None):
     def local(params, x):
       # Varying over the batch axes from here on, so that the gradient is
       # summed over devices here, in the parameters' own shapes.
-      params = jax.tree_util.tree_map(
-        lambda p: jax.lax.pcast(p, axes, to='varying'), params
-      )
+      if gradient_sum == 'flat':
+        params = vary_summing_flat(params, axes)
+      else:
+        params = jax.tree_util.tree_map(
+          lambda p: jax.lax.pcast(p, axes, to='varying'), params
+        )
       return fn(params, x, None)
 
     return meshes.shard_over_batch(local, batch, batched=(False, True))(params, x)
 
   return run
+
+
+def vary_summing_flat(params, axes):
+  """params made varying over the mesh `axes` (`jax.lax.pcast`), with a
+  gradient summed over `axes` as one flat float32 buffer: each parameter's
+  gradient is cast to float32, flattened and concatenated, the buffer is
+  summed (one all-reduce), and each parameter's part is cut back out.
+
+  The sums are those of `pcast`'s own gradient (an all-reduce of each
+  parameter's gradient, which XLA:GPU concatenates into one buffer anyway).
+  In XLA:GPU's programs, the casts and the layout changes of cuDNN's filter
+  gradients then join the concatenation, and the optimiser's update reads
+  its slice of the summed buffer in place, instead of transposing the
+  gradients as it updates and copying its results back into the parameter
+  and moment buffers (docs/performance.md, "GPU training"). On TPU it cost
+  more, so only the 'gpu_cudnn' form sums this way.
+  """
+
+  @jax.custom_vjp
+  def vary(params):
+    return jax.tree_util.tree_map(
+      lambda p: jax.lax.pcast(p, axes, to='varying'), params
+    )
+
+  def vary_forward(params):
+    return vary(params), None
+
+  def sum_backward(_, cotangent):
+    leaves, tree = jax.tree_util.tree_flatten(cotangent)
+    flat = jnp.concatenate([leaf.astype(jnp.float32).reshape(-1) for leaf in leaves])
+    flat = jax.lax.psum(flat, axes)
+    ends = np.cumsum([leaf.size for leaf in leaves])
+    parts = [
+      flat[end - leaf.size : end].reshape(leaf.shape).astype(leaf.dtype)
+      for leaf, end in zip(leaves, ends)
+    ]
+    return (jax.tree_util.tree_unflatten(tree, parts),)
+
+  vary.defvjp(vary_forward, sum_backward)
+  return vary(params)
 
 
 def _network(params, x, record, *, form, depth, sharp_kernel, dtype):
