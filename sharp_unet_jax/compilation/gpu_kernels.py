@@ -7,9 +7,11 @@ parameters, tuples, get-tuple-element, bitcasts and the `-done` half of an
 async pair launch nothing. For each kernel this module takes
 
 - bytes: its operands and results at their sizes (a custom call's scratch
-  workspace, its `u8[...]` result, left out), except that a fusion made of
-  slices only reads what it writes (e.g. each parameter's gradient cut out
-  of the one all-reduced buffer);
+  workspace, its `u8[...]` result, left out), except that of an operand
+  that a fusion only slices (directly, or after elementwise operations) it
+  reads the distinct slices (e.g. an optimiser update reading its
+  parameter's gradient out of the one all-reduced buffer), as XLA's own
+  cost analysis counts;
 - FLOPs: 2 x the multiply-adds of a cuDNN convolution, read from its
   operand and result shapes and `dim_labels` (forward, input gradient and
   filter gradient alike: 2 x |forward output| x |filter| / output features),
@@ -29,9 +31,9 @@ from sharp_unet_jax.compilation import hbm_traffic, hlo_stats
 # Which way each figure errs, for the JSON report and the tables.
 ERRORS = {
   'flops': 'low: only convolution and matrix-product kernels are counted',
-  'bytes_accessed': 'either: each operand read once in full (high where a '
-  'kernel reads a slice or L2 serves a re-read; low where a convolution '
-  're-reads input tiles)',
+  'bytes_accessed': 'either: each operand read once in full, or the slices '
+  'of one a fusion only slices (high where L2 serves a re-read; low where a '
+  'convolution re-reads input tiles)',
   'est_step_ms': 'low: every kernel at peak FLOP/s or bandwidth, no launch gaps',
 }
 _LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
