@@ -99,9 +99,7 @@ def _forward(restored: restore.Restored, mesh: jax.sharding.Mesh):
     UserError: if config.eval_batch_size does not divide over the mesh.
   """
   num_classes = restored.config.num_classes
-  restored = restored.for_platform(
-    meshes.platform(mesh), mesh.devices.flat[0], mesh.size
-  )
+  restored = restored.for_platform(meshes.platform(mesh), mesh.devices.flat[0])
   input_pipeline.check_batch_size(
     restored.config.eval_batch_size, 'eval_batch_size', mesh.size
   )

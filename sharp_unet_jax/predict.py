@@ -216,7 +216,7 @@ def predict_files(
   tile_batch = parse_tile_batch(tile_batch)
   mesh = meshes.data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
   restored = restore.load(workdir, checkpoint).for_platform(
-    meshes.platform(mesh), mesh.devices.flat[0], mesh.size
+    meshes.platform(mesh), mesh.devices.flat[0]
   )
   settings = dict(overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta)
   predictor = _make_predictor(restored, mesh, tile_size, **settings)

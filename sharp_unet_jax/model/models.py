@@ -280,13 +280,7 @@ def _version(capability) -> tuple:
   return tuple(int(part) for part in capability)
 
 
-def create_model(
-  config,
-  platform: Optional[str] = None,
-  device: Any = None,
-  step: str = 'train',
-  images_per_device: Optional[int] = None,
-) -> UNet:
+def create_model(config, platform: Optional[str] = None, device: Any = None) -> UNet:
   """Builds the model named by `config.model` from a training config.
 
   Args:
@@ -297,10 +291,6 @@ def create_model(
       JAX's default backend and its first device, and 'auto' stays 'auto'
       (a program that may be lowered for several platforms, as export does).
     device: a device of `platform`.
-    step: the steps the model is for, 'train' or 'inference' (eval and
-      predict): with `platform`, `device` and `images_per_device` (of the
-      config's image size in one call of the step), it picks the form of
-      'auto' (network.form_for_platform).
 
   Raises:
     ValueError: for an unknown model, initialiser or dtype.
@@ -315,7 +305,7 @@ def create_model(
       f'{sorted(INITIALIZERS)}.'
     )
   # Without a platform, 'auto' stays in the model (platform_dependent).
-  implementation = _implementation(config, platform, device, step, images_per_device)
+  implementation = _implementation(config, platform)
   if platform is None:
     platform, device = jax.default_backend(), jax.devices()[0]
   dtype = compute_dtype(config.dtype, platform, device)
@@ -333,7 +323,7 @@ def create_model(
   )
 
 
-def _implementation(config, platform, device, step, images_per_device) -> str:
+def _implementation(config, platform) -> str:
   """config.implementation, with 'auto' resolved where `platform` is known
   (network.form_for_platform).
 
@@ -352,22 +342,7 @@ def _implementation(config, platform, device, step, images_per_device) -> str:
   # The target is known: trace its form only. (platform_dependent traces
   # all four forms, and their derivatives: about 2.5 s more CPU for the
   # tiny config's train step, at every start.)
-  dtype = compute_dtype(config.dtype, platform, device)
-  return network.form_for_platform(
-    platform,
-    step,
-    getattr(device, 'device_kind', None),
-    level0_bytes(config, images_per_device, dtype),
-  )
-
-
-def level0_bytes(config, images: Optional[int], dtype: str) -> Optional[int]:
-  """Bytes of one level-0 activation of `images` images of the config's
-  size on a device (None if `images` is)."""
-  if images is None:
-    return None
-  height, width = config.image_size
-  return images * height * width * config.num_filters * jnp.dtype(dtype).itemsize
+  return network.form_for_platform(platform)
 
 
 def init_params(model: UNet, config, rng: jax.Array):

@@ -34,22 +34,10 @@ import numpy as np
 from sharp_unet_jax.compilation import meshes
 from sharp_unet_jax.model import fast_layers, packed, sharp_block
 
-# The form 'auto' takes in TPU programs (docs/performance.md: its estimated
-# train step is about half the reference form's and Keras's), except in the
-# inference steps for the chips below.
+# The form 'auto' takes in every TPU program (docs/performance.md: its
+# estimated train step is 0.52-0.84 of Keras's, its eval and predict steps
+# 0.52-0.99).
 AUTO_TPU_FORM = 'tpu_packed'
-# The TPUs (device_kind) whose inference steps (eval, predict) 'auto' packs
-# only where level 0's activations on a device (images x height x width x
-# filters x bytes of the compute dtype) reach INFERENCE_PACKING_BYTES. In the
-# compiler's estimates for v5e (docs/performance.md, "Which form 'auto' takes
-# on TPU"), packing was faster for configs/isic.py in float32 (48 MiB: predict
-# 0.949 of Keras's against 1.120 unpacked) and slower at 24 MiB and below
-# (isic in bfloat16: 1.009 against 1.000; configs/default.py, 1-2 MiB: 1.13
-# and 1.37 against 1.000). The threshold lies between those points.
-TPU_KINDS_INFERRING_UNPACKED = ('TPU v5 lite',)
-INFERENCE_PACKING_BYTES = 32 * 2**20
-# The kinds of step a form is chosen for.
-STEP_KINDS = ('train', 'inference')
 # The form 'auto' takes in GPU (CUDA) programs (docs/performance.md).
 AUTO_GPU_FORM = 'gpu_cudnn'
 
@@ -336,34 +324,17 @@ def _unpacked_record(record, per_level):
   return unpacked
 
 
-def form_for_platform(
-  platform: str,
-  step: str = 'train',
-  device_kind: Optional[str] = None,
-  level0_bytes: Optional[int] = None,
-) -> str:
-  """The form 'auto' takes in `step`'s programs ('train', or 'inference' for
-  eval and predict) for `platform` ('cpu' or 'tpu'), its chip (a device's
-  device_kind) and the bytes of level 0's activations on a device (None:
-  unknown), or 'auto' where the platform leaves it open (a GPU: CUDA or
-  ROCm)."""
-  if step not in STEP_KINDS:
-    raise ValueError(f'step={step!r} is unknown; use one of {STEP_KINDS}.')
-  if (
-    platform == 'tpu'
-    and step == 'inference'
-    and device_kind in TPU_KINDS_INFERRING_UNPACKED
-    and (level0_bytes or 0) < INFERENCE_PACKING_BYTES
-  ):
-    return 'reference'
+def form_for_platform(platform: str) -> str:
+  """The form 'auto' takes in programs for `platform` ('cpu' or 'tpu'), or
+  'auto' where the platform leaves it open (a GPU: CUDA or ROCm)."""
   return {'cpu': 'cpu_fast', 'tpu': AUTO_TPU_FORM}.get(platform, 'auto')
 
 
 def platform_forward(params, x, *, implementation: str, **kwargs) -> jax.Array:
   """`forward` in the named form; 'auto' picks it per target platform when
   the program is lowered (never from the host's backend): cpu_fast for CPU,
-  AUTO_TPU_FORM for TPU (whatever the step and chip: unknown here, as in an
-  exported program), AUTO_GPU_FORM for CUDA GPUs, reference for the rest."""
+  AUTO_TPU_FORM for TPU, AUTO_GPU_FORM for CUDA GPUs, reference for the
+  rest."""
   if implementation != 'auto':
     return forward(params, x, form=implementation, **kwargs)
   branch = {form: functools.partial(forward, form=form, **kwargs) for form in FORMS}

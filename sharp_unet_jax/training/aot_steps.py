@@ -113,13 +113,10 @@ def step_forms(trainer: train.Trainer) -> dict[str, str]:
   """The model's form in each step's program (network.py); for 'auto' on a
   GPU target (CUDA), the form its programs take."""
 
-  def form(model):
-    if model.implementation == 'auto' and trainer.platform == 'gpu':
-      return network.AUTO_GPU_FORM
-    return model.implementation
-
-  training, inference = form(trainer.model), form(trainer.inference_model)
-  return {'init': training, 'train': training, 'eval': inference, 'predict': inference}
+  form = trainer.model.implementation
+  if form == 'auto' and trainer.platform == 'gpu':
+    form = network.AUTO_GPU_FORM
+  return dict.fromkeys(STEPS, form)
 
 
 def check_fits(reports: dict[str, dict]) -> None:

@@ -106,16 +106,9 @@ class Planner:
     )
 
     def compile_tiles() -> dict:
-      # The inference form for this many tiles of this size on a device.
       tiles = config.copy_and_resolve_references()
       tiles.image_size = tuple(tile_size)
-      model = models.create_model(
-        tiles,
-        self.target.platform,
-        self.target.devices[0],
-        step='inference',
-        images_per_device=tiles_per_device,
-      )
+      model = models.create_model(tiles, self.target.platform, self.target.devices[0])
       params = jax.eval_shape(
         lambda: models.init_params(model, config, jax.random.key(0))
       )

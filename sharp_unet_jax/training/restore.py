@@ -60,23 +60,13 @@ class Restored:
     """Logits (N, H, W, num_classes) of float images (N, H, W, C)."""
     return self.model.apply({'params': params}, images)
 
-  def for_platform(
-    self, platform: str, device: Any = None, devices: int = 1
-  ) -> 'Restored':
-    """This model with implementation='auto' resolved for inference programs
-    on `platform`, `device`'s chip and config.eval_batch_size images over
-    `devices` devices (network.form_for_platform): its programs then trace
-    one form."""
+  def for_platform(self, platform: str, device: Any = None) -> 'Restored':
+    """This model with implementation='auto' resolved for programs on
+    `platform` and `device`'s chip (network.form_for_platform): its programs
+    then trace one form."""
     if self.model.implementation != 'auto':
       return self
-    batch = self.config.get('eval_batch_size')
-    model = models.create_model(
-      self.config,
-      platform,
-      device,
-      step='inference',
-      images_per_device=None if batch is None else batch // devices,
-    )
+    model = models.create_model(self.config, platform, device)
     return dataclasses.replace(self, model=model)
 
 

@@ -104,16 +104,7 @@ class Trainer:
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(meshes.AXIS))
     device = self.mesh.devices.flat[0]
-    # The train step's model, and the eval and predict steps': 'auto' may
-    # take another form for inference (network.form_for_platform).
     self.model = models.create_model(config, self.platform, device)
-    self.inference_model = models.create_model(
-      config,
-      self.platform,
-      device,
-      step='inference',
-      images_per_device=config.eval_batch_size // self.mesh.size,
-    )
     self.compiler_options = xla_options.compute_options(self.platform)
     # XLA:CPU may run a process's queued programs at once. Across processes,
     # the collectives (gloo) of two train steps in flight can then wait on
@@ -147,7 +138,7 @@ class Trainer:
     self.eval_step = jax.jit(
       functools.partial(
         steps.eval_step,
-        apply_fn=self.inference_model.apply,
+        apply_fn=self.model.apply,
         loss_fn=loss_fn,
         num_classes=config.num_classes,
       ),
@@ -156,7 +147,7 @@ class Trainer:
     )
     # Logits stay sharded over 'data', as the images come: no all-gather.
     self.predict = jax.jit(
-      lambda params, images: self.inference_model.apply({'params': params}, images),
+      lambda params, images: self.model.apply({'params': params}, images),
       out_shardings=self.data_sharding,
       **shardings,
     )
