@@ -225,14 +225,18 @@ def per_device(fn, record=None, gradient_sum: str = 'per_parameter'):
       if gradient_sum == 'flat':
         params = vary_summing_flat(params, axes)
       else:
-        params = jax.tree_util.tree_map(
-          lambda p: jax.lax.pcast(p, axes, to='varying'), params
-        )
+        params = _vary(params, axes)
       return fn(params, x, None)
 
     return meshes.shard_over_batch(local, batch, batched=(False, True))(params, x)
 
   return run
+
+
+def _vary(params, axes):
+  """params made varying over the mesh `axes`: JAX sums their gradient
+  over `axes`, each parameter's in its own shape."""
+  return jax.tree_util.tree_map(lambda p: jax.lax.pcast(p, axes, to='varying'), params)
 
 
 def vary_summing_flat(params, axes):
@@ -253,9 +257,7 @@ def vary_summing_flat(params, axes):
 
   @jax.custom_vjp
   def vary(params):
-    return jax.tree_util.tree_map(
-      lambda p: jax.lax.pcast(p, axes, to='varying'), params
-    )
+    return _vary(params, axes)
 
   def vary_forward(params):
     return vary(params), None
