@@ -21,8 +21,13 @@ the program is compiled for (the mesh's devices, meshes.platform), never the
 host's: a CPU host compiling for TPU passes none.
 
 A user who sets one of these flags in `XLA_FLAGS` keeps their own choice.
+CPU options that the installed jaxlib's compiler does not know (it renames and
+retires them between releases: jaxlib 0.11 has no
+`xla_cpu_use_fusion_emitters`) are left out, so that the program compiles
+with that jaxlib's defaults instead of failing.
 """
 
+import functools
 import os
 from typing import Optional
 
@@ -52,6 +57,8 @@ def compute_options(platform: str) -> Optional[dict]:
   user_flags = os.environ.get('XLA_FLAGS', '')
   if any(flag in user_flags for flag in options):
     return None
+  if platform == 'cpu':
+    return known_to_cpu_compiler(options)
   return dict(options)
 
 
@@ -65,8 +72,29 @@ def init_options(platform: str) -> Optional[dict]:
   same parameters.
   """
   if platform == 'cpu':
-    return {'xla_backend_optimization_level': 0, 'xla_cpu_use_fusion_emitters': False}
+    return known_to_cpu_compiler(
+      {'xla_backend_optimization_level': 0, 'xla_cpu_use_fusion_emitters': False}
+    )
   return None
+
+
+def known_to_cpu_compiler(options: dict) -> dict:
+  """The options of `options` that this jaxlib's CPU compiler accepts."""
+  return {
+    name: value for name, value in options.items() if _cpu_compiler_knows(name, value)
+  }
+
+
+@functools.cache
+def _cpu_compiler_knows(name: str, value) -> bool:
+  """Whether compiling a one-line program on CPU with the option succeeds."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(1.0).compile()
+  except jax.errors.JaxRuntimeError as error:
+    if 'No such compile option' in str(error):
+      return False
+    raise
+  return True
 
 
 def attached_platform() -> str:
