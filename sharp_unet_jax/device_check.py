@@ -76,8 +76,10 @@ class KerasTrain:
     self.compile_s = time.perf_counter() - start
 
   def step(self):
+    # Like TrainBench.step, it returns the new parameters and the step's
+    # outputs, so that both timed steps wait for alike.
     self.state, loss = self.compiled(self.state, self.batch)
-    return loss
+    return self.state[0], loss
 
 
 def train_times(config, steps: int, rounds: int) -> dict:

@@ -208,3 +208,13 @@ def test_pipeline_mode_compares_input_with_the_step(tfds_dir):
   assert result['input_over_step'] == pytest.approx(
     result['input_images_per_sec'] / result['step_images_per_sec']
   )
+
+
+def test_block_waits_for_every_array_of_a_tree():
+  chain = jax.jit(lambda x: jnp.tanh(x @ x) @ x)
+  x = jnp.ones((1024, 1024)) * 1e-3
+  tree = {'a': chain(x), 'b': [chain(x + 1), None, 3], 'c': chain(x + 2)}
+  timing.block(tree)
+  assert all(
+    leaf.is_ready() for leaf in jax.tree.leaves(tree) if hasattr(leaf, 'is_ready')
+  )

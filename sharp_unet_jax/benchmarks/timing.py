@@ -45,10 +45,13 @@ def cost_flops(compiled) -> float:
 
 
 def block(tree) -> None:
-  """Waits for every array of `tree`."""
-  jax.tree_util.tree_map(
-    lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready') else x, tree
-  )
+  """Waits for every array of `tree`, in one batched wait.
+
+  A wait per leaf costs host time per leaf: 61 us for a train step's 58
+  outputs on this project's CPU VM, against 8 us batched. A timed step that
+  returns many arrays would be charged that against a peer that returns one.
+  """
+  jax.block_until_ready(tree)
 
 
 def time_calls(fn: Callable[[], Any], steps: int, log_every: int = 0) -> list[float]:
