@@ -106,6 +106,58 @@ def test_a_fusion_reads_only_the_slices_of_an_operand_it_only_slices():
   assert found['mixed']['bytes'] == 4 * (32 + 4)
 
 
+# An optimiser update over one device (XLA:GPU, the flat gradient sum): the
+# fusion concatenates every gradient (a, b as bitcast from 2x3, c as a
+# convert of bf16) and updates the parameters of its slices only.
+CONCATENATING_HLO = """
+%fused_concat (a: f32[4], b: f32[2,3], c: bf16[5], q: f32[6]) -> f32[6] {
+  %a = f32[4]{0} parameter(0)
+  %b = f32[2,3]{1,0} parameter(1)
+  %c = bf16[5]{0} parameter(2)
+  %q = f32[6]{0} parameter(3)
+  %bb = f32[6]{0} bitcast(%b)
+  %cc = f32[5]{0} convert(%c)
+  %flat = f32[15]{0} concatenate(%a, %bb, %cc), dimensions={0}
+  %squared = f32[15]{0} multiply(%flat, %flat)
+  %g = f32[6]{0} slice(%squared), slice={[4:10]}
+  ROOT %u = f32[6]{0} add(%g, %q)
+}
+
+%fused_whole (a: f32[4], b: f32[6]) -> f32[] {
+  %a = f32[4]{0} parameter(0)
+  %b = f32[6]{0} parameter(1)
+  %flat = f32[10]{0} concatenate(%a, %b), dimensions={0}
+  %zero = f32[] constant(0)
+  ROOT %total = f32[] reduce(%flat, %zero), dimensions={0}, to_apply=%add
+}
+
+%add (x: f32[], y: f32[]) -> f32[] {
+  %x = f32[] parameter(0)
+  %y = f32[] parameter(1)
+  ROOT %z = f32[] add(%x, %y)
+}
+
+ENTRY %main (a:f32[4], b:f32[2,3], c:bf16[5], q:f32[6], d:f32[6]) -> (f32[6], f32[]) {
+  %a = f32[4]{0} parameter(0)
+  %b = f32[2,3]{1,0} parameter(1)
+  %c = bf16[5]{0} parameter(2)
+  %q = f32[6]{0} parameter(3)
+  %d = f32[6]{0} parameter(4)
+  %update = f32[6]{0} fusion(%a, %b, %c, %q), kind=kLoop, calls=%fused_concat
+  %whole = f32[] fusion(%a, %d), kind=kInput, calls=%fused_whole
+  ROOT %t = (f32[6]{0}, f32[]) tuple(%update, %whole)
+}
+"""
+
+
+def test_a_fusion_reads_of_what_it_concatenates_only_what_its_slices_cover():
+  found = {k['name']: k for k in gpu_kernels.kernels(CONCATENATING_HLO)}
+  # The slice [4:10] covers all of b and none of a or c; q in full, 6 written.
+  assert found['update']['bytes'] == 4 * 6 + 4 * 6 + 4 * 6
+  # A fusion that reduces the whole concatenation reads all of it.
+  assert found['whole']['bytes'] == 4 * (4 + 6) + 4
+
+
 def test_roofline_is_the_slower_of_compute_and_memory():
   compute_bound = {'flops': 3e12, 'bytes_accessed': 1e11}  # 3 s vs 1 s
   est = compile_reports.roofline(compute_bound, CHIP, 'float32', 6)

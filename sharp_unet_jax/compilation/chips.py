@@ -92,6 +92,16 @@ CHIPS = {
     'NVIDIA H100 datasheet, SXM5: TF32 494.7 / BF16 989.4 dense TFLOP/s, '
     '80 GB HBM3 (80 GiB), 3.35 TB/s',
   ),
+  'h200': Chip(
+    'h200',
+    'NVIDIA H200',
+    {'float32': 494.7e12, 'bfloat16': 989.4e12},
+    143771 * 2**20,
+    4.8e12,
+    'NVIDIA H200 datasheet, SXM: the H100 SXM5 rates (TF32 494.7 / BF16 989.4 '
+    'dense TFLOP/s), 141 GB HBM3e, 4.8 TB/s; memory as nvidia-smi reads it '
+    '(143,771 MiB) on the H200 the device check ran on',
+  ),
   'a100': Chip(
     'a100',
     'NVIDIA A100-SXM4-80GB',
@@ -128,6 +138,8 @@ def _gpu_properties(
 
 GPU_PROPERTIES = {
   'h100': _gpu_properties((9, 0), 132, 128, 228, 50, 1.98),
+  # The H100 SXM5's processor; 60 MB of L2 as PyTorch reads it on an H200.
+  'h200': _gpu_properties((9, 0), 132, 128, 228, 60, 1.98),
   'a100': _gpu_properties((8, 0), 108, 64, 164, 40, 1.41),
 }
 # cuDNN that jax-cuda12-plugin 0.10.2 requires (nvidia-cudnn-cu12>=9.8).
@@ -135,7 +147,8 @@ CUDNN_VERSION = (9, 8)
 
 
 def gpu_target_config(name: str) -> str:
-  """The GpuTargetConfigProto, in text format, of GPU `name` ('h100', 'a100')."""
+  """The GpuTargetConfigProto, in text format, of GPU `name` ('h100', 'h200',
+  'a100')."""
   chip, props = CHIPS[name], GPU_PROPERTIES[name]
   major, minor = props['compute_capability']
   fields = {

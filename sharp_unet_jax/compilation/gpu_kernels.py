@@ -11,7 +11,10 @@ async pair launch nothing. For each kernel this module takes
   that a fusion only slices (directly, or after elementwise operations) it
   reads the distinct slices (e.g. an optimiser update reading its
   parameter's gradient out of the one all-reduced buffer), as XLA's own
-  cost analysis counts;
+  cost analysis counts, and of operands that a fusion only concatenates
+  into a 1-d value it only slices (the same update over one device, where
+  XLA:GPU fuses the flat gradient's concatenation into it) the parts the
+  slices cover;
 - FLOPs: 2 x the multiply-adds of a cuDNN convolution, read from its
   operand and result shapes and `dim_labels` (forward, input gradient and
   filter gradient alike: 2 x |forward output| x |filter| / output features),
@@ -32,8 +35,9 @@ from sharp_unet_jax.compilation import hbm_traffic, hlo_stats
 ERRORS = {
   'flops': 'low: only convolution and matrix-product kernels are counted',
   'bytes_accessed': 'either: each operand read once in full, or the slices '
-  'of one a fusion only slices (high where L2 serves a re-read; low where a '
-  'convolution re-reads input tiles)',
+  'of one a fusion only slices or only concatenates into what it slices '
+  '(high where L2 serves a re-read; low where a convolution re-reads input '
+  'tiles)',
   'est_step_ms': 'low: every kernel at peak FLOP/s or bandwidth, no launch gaps',
 }
 _LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
@@ -41,6 +45,8 @@ _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _BACKEND = re.compile(r'backend_config=(\{.*\})\s*$')
 _CALLS = re.compile(r'calls=%([\w.\-]+)')
 _SLICE_SPEC = re.compile(r'slice=\{[^}]*\}')
+# A 1-d slice with stride 1: slice={[start:end]}.
+_RANGE = re.compile(r'slice=\{\[(\d+):(\d+)\]\}')
 # Operations that read each element of their operands where they write it.
 _ELEMENTWISE = frozenset(
   {
@@ -146,25 +152,86 @@ def _slices_of(name: str, dims: list, body: list) -> set | None:
   return found
 
 
+def _ranges(slices: set) -> list[tuple[int, int]] | None:
+  """The [start, end) ranges of 1-d slices (`_slices_of`); None if any
+  slice is not a plain 1-d range."""
+  ranges = []
+  for spec, _, _ in slices:
+    match = _RANGE.fullmatch(spec)
+    if not match:
+      return None
+    ranges.append((int(match[1]), int(match[2])))
+  return ranges
+
+
+def _source_parameter(name: str, body: list) -> str | None:
+  """The fusion parameter that value `name` is, or is made of through
+  bitcasts and one-operand elementwise operations (e.g. a convert), each
+  value on the way used once; None otherwise."""
+  by_name = {d.name: d for d in body}
+  while name in by_name:
+    definition = by_name[name]
+    if definition.op == 'parameter':
+      return name
+    one_operand = definition.op == 'bitcast' or definition.op in _ELEMENTWISE
+    if not one_operand or len(definition.operands) != 1:
+      return None
+    name = definition.operands[0]
+    if sum(name in d.operands for d in body) != 1:
+      return None
+  return None
+
+
+def _concatenated_reads(body: list) -> dict:
+  """{parameter: fraction of it read} for parameters that a fusion only
+  concatenates (1-d, e.g. the flat gradient over one device) into a value it
+  only slices: of each, it reads the part of its range the slices cover."""
+  fractions = {}
+  for concat in body:
+    dims = _dims(concat.shape)
+    if concat.op != 'concatenate' or len(dims) != 1 or len(dims[0]) != 1:
+      continue
+    slices = _slices_of(concat.name, dims[0], body)
+    ranges = _ranges(slices) if slices else None
+    if ranges is None:
+      continue
+    by_name = {d.name: d for d in body}
+    start = 0
+    for operand in concat.operands:
+      size = math.prod(_dims(by_name[operand].shape)[0]) if operand in by_name else 0
+      end = start + size
+      covered = sum(max(0, min(end, b) - max(start, a)) for a, b in ranges)
+      parameter = _source_parameter(operand, body)
+      if parameter is not None and size:
+        fractions[parameter] = min(1.0, covered / size)
+      start = end
+  return fractions
+
+
 def fusion_reads(line: str, operands: list[str], bodies: dict) -> int:
   """Bytes a fusion reads: each operand in full, except one that the fusion
   only slices (directly, or after elementwise operations), of which it reads
   the distinct slices (XLA's cost analysis, too, counts only the part of an
-  operand that a fusion slices)."""
+  operand that a fusion slices), and one that it only concatenates into a
+  1-d value it only slices, of which it reads the part the slices cover
+  (XLA:GPU's emitter reads each output element's one source element)."""
   called = _CALLS.search(line)
   body = hbm_traffic.definitions(bodies.get(called[1], [])) if called else []
   parameters = {int(d.arguments): d.name for d in body if d.op == 'parameter'}
+  concatenated = _concatenated_reads(body)
   read = 0
   for index, shape in enumerate(operands):
     full, dims = _bytes(shape), _dims(shape)
     slices = None
     if index in parameters and len(dims) == 1:
       slices = _slices_of(parameters[index], dims[0], body)
-    if slices is None:
-      read += full
-    else:
+    if slices is not None:
       elements = sum(count for _, _, count in slices)
       read += min(full, full * elements // max(math.prod(dims[0]), 1))
+    elif parameters.get(index) in concatenated:
+      read += round(full * concatenated[parameters[index]])
+    else:
+      read += full
   return read
 
 
