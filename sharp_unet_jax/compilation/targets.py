@@ -4,7 +4,7 @@ A target is named by a string:
 
   tpu:<topology>        a Cloud TPU slice by libtpu's topology name, e.g.
                         tpu:v5e:2x2 (v5e-4), tpu:v4:2x2x1, tpu:v6e:2x2
-  gpu:<chip>:<count>    one host with <count> GPUs: gpu:h100:4, gpu:a100:8
+  gpu:<chip>:<count>    one host with <count> GPUs: gpu:h100:4, gpu:h200:1, gpu:a100:8
   cpu:<count>           <count> of this host's CPU devices
 
 TPU devices come from `jax.experimental.topologies.get_topology_desc(NAME,
