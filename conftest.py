@@ -4,6 +4,7 @@ XLA_FLAGS must be set before JAX starts, so it is set here, before any test
 module imports jax.
 """
 
+from importlib import metadata
 import os
 import tempfile
 
@@ -18,10 +19,14 @@ import tempfile
 # The subprocesses the tests launch keep both (two_processes.xla_flags), the
 # notebooks' kernels and export's fresh process too (with one device); only
 # the benchmark command line, which times the programs, clears them.
+# jaxlib 0.11 has no fusion-emitters flag, and an unknown flag in XLA_FLAGS
+# stops XLA at start-up: it is passed to the jaxlibs that know it only.
+OLDER_EMITTERS = ' --xla_cpu_use_fusion_emitters=false'
+_JAXLIB = tuple(int(part) for part in metadata.version('jaxlib').split('.')[:2])
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '')
   + ' --xla_backend_optimization_level=0'
-  + ' --xla_cpu_use_fusion_emitters=false'
+  + (OLDER_EMITTERS if _JAXLIB < (0, 11) else '')
   + ' --xla_force_host_platform_device_count=4'
 )
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
