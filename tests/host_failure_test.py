@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import training_states
 import two_processes
 
 from sharp_unet_jax.training import checkpointing, failures, train
@@ -42,18 +43,31 @@ def run_one(cmd, devices=4):
   return result
 
 
-def final_params(workdir, data_dir):
+def final_state(workdir, data_dir):
   from configs import tiny  # noqa: PLC0415
 
   config = tiny.get_config()
   config.data_dir = data_dir
   manager = checkpointing.create_manager(workdir)
   state = checkpointing.restore(manager, train.Trainer(config).initial_state())
-  return int(state.step), jax.device_get(state.params)
+  return int(state.step), jax.device_get(state)
 
 
-def assert_params(a, b, atol=0.0):
-  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+def assert_same_training(a, b, atol=0.0):
+  """Adam's moments and the parameters: bitwise at atol 0; else the moments
+  relative to each leaf's scale (a wrong gradient scale on some layout moves
+  them) and the parameters within atol."""
+  if atol:
+    training_states.assert_moments_close(a.opt_state, b.opt_state)
+  else:
+    for x, y in zip(
+      jax.tree_util.tree_leaves(a.opt_state),
+      jax.tree_util.tree_leaves(b.opt_state),
+      strict=True,
+    ):
+      np.testing.assert_array_equal(x, y)
+  leaves_a = jax.tree_util.tree_leaves(a.params)
+  leaves_b = jax.tree_util.tree_leaves(b.params)
   assert len(leaves_a) == len(leaves_b) > 0
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_allclose(x, y, atol=atol, rtol=0)
@@ -64,9 +78,9 @@ def reference(tfds_dir, tmp_path_factory):
   """Final parameters of an uninterrupted two-process run."""
   workdir = str(tmp_path_factory.mktemp('reference'))
   two_processes.run_two_processes(command(workdir, tfds_dir))
-  step, params = final_params(workdir, tfds_dir)
+  step, state = final_state(workdir, tfds_dir)
   assert step == STEPS
-  return params
+  return state
 
 
 def wait_for_checkpoint(workdir, step, processes, limit=240):
@@ -89,9 +103,9 @@ def wait_and_read(process, started, limit):
 def relaunch_and_compare(workdir, data_dir, expected, resumed_from):
   outputs = two_processes.run_two_processes(command(workdir, data_dir))
   assert f'Resumed from the checkpoint at step {resumed_from}' in outputs[0][1]
-  step, params = final_params(workdir, data_dir)
+  step, state = final_state(workdir, data_dir)
   assert step == STEPS
-  assert_params(params, expected)  # bitwise: the same two processes and devices
+  assert_same_training(state, expected)  # bitwise: the same processes and devices
 
 
 def kill_host(workdir, data_dir, victim):
@@ -173,6 +187,6 @@ def test_hang_is_caught_both_stop_and_the_relaunch_resumes_on_other_layouts(
   outputs = two_processes.run_two_processes(command(workdir, data_dir))
   assert 'Resumed from the checkpoint at step 6' in outputs[0][1]
   assert 'Test (test' in outputs[0][0] and 'Test (test' not in outputs[1][0]
-  step, params = final_params(workdir, data_dir)
+  step, state = final_state(workdir, data_dir)
   assert step == STEPS
-  assert_params(params, reference, atol=1e-5)  # summed in another order
+  assert_same_training(state, reference, atol=1e-5)  # summed in another order
