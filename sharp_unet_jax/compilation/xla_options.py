@@ -87,9 +87,11 @@ def known_to_cpu_compiler(options: dict) -> dict:
 
 @functools.cache
 def _cpu_compiler_knows(name: str, value) -> bool:
-  """Whether compiling a one-line program on CPU with the option succeeds."""
+  """Whether compiling a one-line program on CPU with the option succeeds
+  (on the CPU device, also where the default device is a GPU or TPU)."""
+  one = jax.device_put(1.0, jax.devices('cpu')[0])
   try:
-    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(1.0).compile()
+    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(one).compile()
   except jax.errors.JaxRuntimeError as error:
     if 'No such compile option' in str(error):
       return False
