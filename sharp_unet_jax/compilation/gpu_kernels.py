@@ -164,11 +164,10 @@ def _ranges(slices: set) -> list[tuple[int, int]] | None:
   return ranges
 
 
-def _source_parameter(name: str, body: list) -> str | None:
+def _source_parameter(name: str, body: list, by_name: dict) -> str | None:
   """The fusion parameter that value `name` is, or is made of through
   bitcasts and one-operand elementwise operations (e.g. a convert), each
-  value on the way used once; None otherwise."""
-  by_name = {d.name: d for d in body}
+  value on the way used once; None otherwise. by_name: body by name."""
   while name in by_name:
     definition = by_name[name]
     if definition.op == 'parameter':
@@ -187,6 +186,7 @@ def _concatenated_reads(body: list) -> dict:
   concatenates (1-d, e.g. the flat gradient over one device) into a value it
   only slices: of each, it reads the part of its range the slices cover."""
   fractions = {}
+  by_name = {d.name: d for d in body}
   for concat in body:
     dims = _dims(concat.shape)
     if concat.op != 'concatenate' or len(dims) != 1 or len(dims[0]) != 1:
@@ -195,13 +195,12 @@ def _concatenated_reads(body: list) -> dict:
     ranges = _ranges(slices) if slices else None
     if ranges is None:
       continue
-    by_name = {d.name: d for d in body}
     start = 0
     for operand in concat.operands:
       size = math.prod(_dims(by_name[operand].shape)[0]) if operand in by_name else 0
       end = start + size
       covered = sum(max(0, min(end, b) - max(start, a)) for a, b in ranges)
-      parameter = _source_parameter(operand, body)
+      parameter = _source_parameter(operand, body, by_name)
       if parameter is not None and size:
         fractions[parameter] = min(1.0, covered / size)
       start = end
