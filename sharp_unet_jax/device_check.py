@@ -70,6 +70,8 @@ class KerasTrain:
       in_shardings=(replicated, trainer.data_sharding),
       out_shardings=replicated,
       donate_argnums=(0,),
+      # Compiled the same way as ours (and as `aot --peer=keras` compiles it).
+      compiler_options=trainer.compiler_options,
     )
     start = time.perf_counter()
     self.compiled = step.lower(self.state, self.batch).compile()

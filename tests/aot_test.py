@@ -92,6 +92,23 @@ def test_the_gpu_option_keeps_large_all_reduces_out_of_the_combining():
   assert counts == {'default': 1, 'ours': 2}
 
 
+def test_the_gpu_option_puts_convolutions_in_command_buffers(tmp_path):
+  """XLA:GPU reads the command types of compute_options('gpu'): its own
+  defaults and convolutions (XLA's dump of the debug options it compiled with)."""
+  mesh = targets.parse('gpu:h100:4').mesh()
+  x = jax.ShapeDtypeStruct(
+    (4, 8), 'float32', sharding=jax.sharding.NamedSharding(mesh, PartitionSpec())
+  )
+  options = dict(xla_options.compute_options('gpu'), xla_dump_to=str(tmp_path))
+  jax.jit(lambda a: a * 2).lower(x).compile(options)
+  (dumped,) = tmp_path.glob('*.debug_options')
+  types = re.findall(
+    rf'^{xla_options.COMMAND_BUFFER_FLAG}: (\w+)$', dumped.read_text(), re.M
+  )
+  assert sorted(types) == sorted(xla_options.COMMAND_BUFFER_TYPES.split(','))
+  assert 'CONVOLUTION' in types
+
+
 def test_targets_give_compile_only_devices_of_the_chip(target):
   assert len(target.devices) == 4
   assert {d.platform for d in target.devices} == {target.platform}
@@ -101,8 +118,14 @@ def test_targets_give_compile_only_devices_of_the_chip(target):
 def test_steps_shard_the_batch_and_replicate_the_state(trainer, compiled, target):
   assert trainer.platform == target.platform and trainer.mesh.size == 4
   # No CPU option goes into a TPU or GPU program: TPU programs get none, GPU
-  # programs the all-reduce combining threshold.
-  expected = {'tpu': None, 'gpu': {xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20}}
+  # programs the all-reduce combining threshold and command buffer types.
+  expected = {
+    'tpu': None,
+    'gpu': {
+      xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20,
+      xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES,
+    },
+  }
   assert trainer.compiler_options == expected[target.platform]
   state_in, batch_in = compiled['train'][1].input_shardings[0]
   assert all(s.spec == PartitionSpec() for s in jax.tree_util.tree_leaves(state_in))

@@ -43,7 +43,8 @@ def test_cpu_and_gpu_programs_get_their_own_options(monkeypatch):
   }
   assert xla_options.init_options('cpu')
   assert xla_options.compute_options('gpu') == {
-    xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20
+    xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20,
+    xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES,
   }
   # Programs for TPU get none, and initialisation only on CPU, whatever the host is.
   assert xla_options.compute_options('tpu') is None
@@ -58,7 +59,15 @@ def test_a_users_own_flags_win(monkeypatch):
   )
   assert xla_options.compute_options('cpu') is None
   assert xla_options.compute_options('gpu') is not None
+  # Each flag the user names is left to them; the others stay.
   monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_all_reduce_combine_threshold_bytes=0')
+  assert xla_options.compute_options('gpu') == {
+    xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES
+  }
+  monkeypatch.setenv(
+    'XLA_FLAGS',
+    '--xla_gpu_all_reduce_combine_threshold_bytes=0 --xla_gpu_enable_command_buffer=',
+  )
   assert xla_options.compute_options('gpu') is None
 
 
