@@ -90,11 +90,22 @@ def train_times(config, steps: int, rounds: int) -> dict:
   theirs = KerasTrain(config, ours.trainer, ours.batch)
   ours_ms, theirs_ms = timing.interleaved_times(ours.step, theirs.step, steps, rounds)
   ours_med, theirs_med = statistics.median(ours_ms), statistics.median(theirs_ms)
+  queued = {'ours': [], 'peer': []}
+  for _ in range(rounds):
+    queued['ours'].append(timing.queued_ms(ours.step, 4 * steps))
+    queued['peer'].append(timing.queued_ms(theirs.step, 4 * steps))
+  issue = {who: statistics.median(i for i, _ in q) for who, q in queued.items()}
+  queued = {who: statistics.median(t for _, t in q) for who, q in queued.items()}
   return {
     'ours_step_ms_median': ours_med,
     'peer_step_ms_median': theirs_med,
     'time_ours_over_peer': timing.time_ratio(ours_med, theirs_med),
     'round_time_ratios': timing.round_ratios(theirs_ms, ours_ms, steps),
+    'ours_queued_ms_median': queued['ours'],
+    'peer_queued_ms_median': queued['peer'],
+    'queued_time_ours_over_peer': timing.time_ratio(queued['ours'], queued['peer']),
+    'ours_issue_ms_median': issue['ours'],
+    'peer_issue_ms_median': issue['peer'],
     'ours_images_per_sec': config.batch_size / ours_med * 1e3,
     'peer_images_per_sec': config.batch_size / theirs_med * 1e3,
     'ours_compile_s': ours.compile_s,

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -218,3 +219,27 @@ def test_block_waits_for_every_array_of_a_tree():
   assert all(
     leaf.is_ready() for leaf in jax.tree.leaves(tree) if hasattr(leaf, 'is_ready')
   )
+
+
+def test_queued_ms_splits_the_hosts_issue_time_from_the_wait():
+  """A fake step that takes 5 ms to issue and 20 ms more to finish: issuing
+  4 costs 5 ms each, and the wait adds the last step's 20 ms."""
+  finished = []
+
+  class Pending:
+    def __init__(self, ready_at):
+      self.ready_at = ready_at
+
+    def block_until_ready(self):
+      time.sleep(max(0.0, self.ready_at - time.perf_counter()))
+      finished.append(self)
+      return self
+
+  def step():
+    time.sleep(0.005)
+    return Pending(time.perf_counter() + 0.020)
+
+  issue, total = timing.queued_ms(step, 4)
+  assert issue >= 5
+  assert total == pytest.approx(issue + 20 / 4, abs=2)
+  assert len(finished) == 2  # one wait before timing, one after

@@ -38,6 +38,11 @@ def test_device_check_measures_every_part_and_prints_one_json_line():
     train['ours_step_ms_median'] / train['peer_step_ms_median']
   )
   assert train['ours_images_per_sec'] > 0 and train['peer_images_per_sec'] > 0
+  assert train['queued_time_ours_over_peer'] == pytest.approx(
+    train['ours_queued_ms_median'] / train['peer_queued_ms_median']
+  )
+  for who in ('ours', 'peer'):
+    assert 0 < train[f'{who}_issue_ms_median'] <= train[f'{who}_queued_ms_median']
   tiled = result['tiled_predict']
   assert tiled['image'] == [128, 128] and tiled['tiles'] >= 16
   assert tiled['megapixels_per_sec'] > 0

@@ -90,6 +90,24 @@ def interleaved_times(step_a, step_b, steps: int, rounds: int, warmup: int = 2):
   return times_a, times_b
 
 
+def queued_ms(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
+  """Milliseconds per call of `calls` calls of fn issued back to back, then
+  one wait: (issue, total).
+
+  `issue` is the host's time to issue a call, the wait excluded; `total`
+  includes the wait for the last. A step whose issue time is close to its
+  total is bound by the host (its launches), not by the device.
+  """
+  block(fn())
+  start = time.perf_counter()
+  for _ in range(calls):
+    out = fn()
+  issued = time.perf_counter()
+  block(out)
+  done = time.perf_counter()
+  return (issued - start) / calls * 1e3, (done - start) / calls * 1e3
+
+
 def round_ratios(times_a, times_b, steps: int) -> list[float]:
   """Per round, median time of b over median time of a (a's speed-up over b)."""
   return [
