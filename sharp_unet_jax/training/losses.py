@@ -29,6 +29,19 @@ def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 
+def _at_label(values: jax.Array, labels: jax.Array) -> jax.Array:
+  """values[n, h, w, labels[n, h, w]], (N, H, W).
+
+  Picked by comparing the class index with the label, elementwise, not by a
+  gather: the same values, and a gradient that keeps the batch's sharding.
+  (JAX 0.12 cannot transpose the gather of `take_along_axis(...)[..., 0]`
+  over a batch on an Explicit mesh axis: it asks for the scatter's
+  out_sharding.)
+  """
+  classes = jnp.arange(values.shape[-1])
+  return jnp.sum(jnp.where(labels[..., None] == classes, values, 0), axis=-1)
+
+
 def probabilities(logits: jax.Array) -> jax.Array:
   """Per-class probabilities (N, H, W, K'); K' = 2 for a binary head."""
   if logits.shape[-1] == 1:
@@ -44,7 +57,7 @@ def cross_entropy_per_pixel(logits, labels) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(
       logits[..., 0], labels.astype(logits.dtype)
     )
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jax.nn.logsumexp(logits, axis=-1) - _at_label(logits, labels)
 
 
 def cross_entropy(logits, labels, weights=None) -> jax.Array:
@@ -60,7 +73,7 @@ def focal_per_pixel(logits, labels, gamma: float = 2.0) -> jax.Array:
       logits[..., 0], labels.astype(logits.dtype), alpha=None, gamma=gamma
     )
   log_p = jax.nn.log_softmax(logits, axis=-1)
-  log_p_true = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+  log_p_true = _at_label(log_p, labels)
   return -((1.0 - jnp.exp(log_p_true)) ** gamma) * log_p_true
 
 
