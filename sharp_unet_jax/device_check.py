@@ -10,7 +10,12 @@ On every device JAX sees, with the config's image size and batch:
   back end (the peer of `aot --peer=keras`: same batch, dtype, Adam and
   shardings), timed in alternating rounds (timing.interleaved_times), per
   dtype; `time_ours_over_peer` is the median step time of ours over the
-  peer's (timing.TIME_RATIO: lower is better);
+  peer's (timing.TIME_RATIO: lower is better); then, per round, 4 x steps
+  calls (at most 30) issued back to back and waited for once
+  (timing.queued_ms): the queued step time (`*_queued_ms_median`,
+  `queued_time_ours_over_peer`) and the host's time to issue a step
+  (`*_issue_ms_median`; close to the queued time, the host's launches bound
+  the step);
 - tiled prediction (evaluation/inference.TiledPredictor, the config's image
   size as the tile, default overlap and blending) of one image 4 times the
   config's image size in each side: megapixels/s;
@@ -92,8 +97,9 @@ def train_times(config, steps: int, rounds: int) -> dict:
   ours_med, theirs_med = statistics.median(ours_ms), statistics.median(theirs_ms)
   queued = {'ours': [], 'peer': []}
   for _ in range(rounds):
-    queued['ours'].append(timing.queued_ms(ours.step, 4 * steps))
-    queued['peer'].append(timing.queued_ms(theirs.step, 4 * steps))
+    calls = min(4 * steps, timing.MAX_QUEUED_CALLS)
+    queued['ours'].append(timing.queued_ms(ours.step, calls))
+    queued['peer'].append(timing.queued_ms(theirs.step, calls))
   issue = {who: statistics.median(i for i, _ in q) for who, q in queued.items()}
   queued = {who: statistics.median(t for _, t in q) for who, q in queued.items()}
   return {

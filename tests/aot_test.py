@@ -92,21 +92,39 @@ def test_the_gpu_option_keeps_large_all_reduces_out_of_the_combining():
   assert counts == {'default': 1, 'ours': 2}
 
 
-def test_the_gpu_option_puts_convolutions_in_command_buffers(tmp_path):
-  """XLA:GPU reads the command types of compute_options('gpu'): its own
-  defaults and convolutions (XLA's dump of the debug options it compiled with)."""
+def command_buffer_types(types: str, dump_dir) -> list:
+  """The command types XLA:GPU compiled a small program with, given
+  `types`, from its dump of the non-default debug options: [] when `types`
+  are XLA's own defaults."""
   mesh = targets.parse('gpu:h100:4').mesh()
   x = jax.ShapeDtypeStruct(
     (4, 8), 'float32', sharding=jax.sharding.NamedSharding(mesh, PartitionSpec())
   )
-  options = dict(xla_options.compute_options('gpu'), xla_dump_to=str(tmp_path))
+  options = {xla_options.COMMAND_BUFFER_FLAG: types, 'xla_dump_to': str(dump_dir)}
   jax.jit(lambda a: a * 2).lower(x).compile(options)
-  (dumped,) = tmp_path.glob('*.debug_options')
-  types = re.findall(
+  (dumped,) = dump_dir.glob('*.debug_options')
+  return re.findall(
     rf'^{xla_options.COMMAND_BUFFER_FLAG}: (\w+)$', dumped.read_text(), re.M
   )
-  assert sorted(types) == sorted(xla_options.COMMAND_BUFFER_TYPES.split(','))
-  assert 'CONVOLUTION' in types
+
+
+def test_the_gpu_command_types_are_xlas_defaults_and_convolutions(tmp_path):
+  """The option reaches XLA:GPU, and without CONVOLUTION it is this jaxlib's
+  default list: fails when a jaxlib changes its defaults. (Whether XLA then
+  records convolutions depends on the CUDA driver and runtime: 12.3 or
+  later; a compile-only target has neither, so the program is unchanged.)"""
+  jaxlib = xla_options._JAXLIB  # pylint: disable=protected-access
+  assert jaxlib in xla_options.DEFAULT_COMMAND_TYPES, (
+    f"list jaxlib {jaxlib}'s default command types in xla_options"
+  )
+  ours = xla_options.compute_options('gpu')[xla_options.COMMAND_BUFFER_FLAG]
+  assert ours == xla_options.command_buffer_types()
+  (tmp_path / 'ours').mkdir()
+  types = command_buffer_types(ours, tmp_path / 'ours')
+  assert sorted(types) == sorted(ours.split(',')) and 'CONVOLUTION' in types
+  (tmp_path / 'defaults').mkdir()
+  without = ','.join(t for t in ours.split(',') if t != 'CONVOLUTION')
+  assert command_buffer_types(without, tmp_path / 'defaults') == []
 
 
 def test_targets_give_compile_only_devices_of_the_chip(target):
@@ -123,7 +141,7 @@ def test_steps_shard_the_batch_and_replicate_the_state(trainer, compiled, target
     'tpu': None,
     'gpu': {
       xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20,
-      xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES,
+      xla_options.COMMAND_BUFFER_FLAG: xla_options.command_buffer_types(),
     },
   }
   assert trainer.compiler_options == expected[target.platform]

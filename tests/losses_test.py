@@ -111,6 +111,8 @@ def test_categorical_losses_equal_the_gather_form_and_keep_the_batch_sharding(dt
     jax.device_put(logits, batch)
   )
   assert grad.sharding.spec[0] == meshes.AXIS
+  with pytest.raises(ValueError, match='do not match'):
+    losses.cross_entropy(logits, labels[:4])
   np.testing.assert_array_equal(
     np.asarray(grad), np.asarray(jax.grad(by_gather)(logits))
   )

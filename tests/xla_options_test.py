@@ -44,12 +44,21 @@ def test_cpu_and_gpu_programs_get_their_own_options(monkeypatch):
   assert xla_options.init_options('cpu')
   assert xla_options.compute_options('gpu') == {
     xla_options.ALL_REDUCE_COMBINE_FLAG: 2**20,
-    xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES,
+    xla_options.COMMAND_BUFFER_FLAG: xla_options.command_buffer_types(),
   }
   # Programs for TPU get none, and initialisation only on CPU, whatever the host is.
   assert xla_options.compute_options('tpu') is None
   for platform in ('gpu', 'tpu'):
     assert xla_options.init_options(platform) is None
+
+
+def test_command_types_only_for_jaxlibs_whose_defaults_are_listed():
+  assert xla_options.command_buffer_types((0, 10)).split(',') == [
+    *xla_options.DEFAULT_COMMAND_TYPES[(0, 10)],
+    'CONVOLUTION',
+  ]
+  assert 'COLLECTIVES_KERNEL' in xla_options.command_buffer_types((0, 12))
+  assert xla_options.command_buffer_types((0, 11)) is None
 
 
 def test_a_users_own_flags_win(monkeypatch):
@@ -62,13 +71,16 @@ def test_a_users_own_flags_win(monkeypatch):
   # Each flag the user names is left to them; the others stay.
   monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_all_reduce_combine_threshold_bytes=0')
   assert xla_options.compute_options('gpu') == {
-    xla_options.COMMAND_BUFFER_FLAG: xla_options.COMMAND_BUFFER_TYPES
+    xla_options.COMMAND_BUFFER_FLAG: xla_options.command_buffer_types()
   }
   monkeypatch.setenv(
     'XLA_FLAGS',
     '--xla_gpu_all_reduce_combine_threshold_bytes=0 --xla_gpu_enable_command_buffer=',
   )
   assert xla_options.compute_options('gpu') is None
+  # Names are matched whole: a longer flag that begins with ours is another flag.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_enable_command_buffer_va_remapping=true')
+  assert xla_options.COMMAND_BUFFER_FLAG in xla_options.compute_options('gpu')
 
 
 def test_convolutions_leave_ynnpack_and_results_stay_the_same():

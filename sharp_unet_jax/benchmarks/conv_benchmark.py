@@ -144,7 +144,10 @@ def main(argv) -> None:
     benchmark.parse_size(fv.image_size), fv.batch_size, fv.filters, fv.depth
   )
   if xla_options.compute_options(xla_options.attached_platform()) is None:
-    print('note: XLA_FLAGS set the YNNPACK flag, so xla_project equals xla_default')
+    print(
+      'note: the project passes no compiler options here,'
+      ' so xla_project equals xla_default'
+    )
   rows = []
   for shape in shapes:
     result = time_shape(shape, fv.repeats, fv.tensorflow)

@@ -90,14 +90,24 @@ def interleaved_times(step_a, step_b, steps: int, rounds: int, warmup: int = 2):
   return times_a, times_b
 
 
+# Calls queued_ms issues at most: below the runtime's limit of executions in
+# flight, so that issuing does not wait for the device.
+MAX_QUEUED_CALLS = 30
+
+
 def queued_ms(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
   """Milliseconds per call of `calls` calls of fn issued back to back, then
   one wait: (issue, total).
 
   `issue` is the host's time to issue a call, the wait excluded; `total`
   includes the wait for the last. A step whose issue time is close to its
-  total is bound by the host (its launches), not by the device.
+  total is bound by the host (its launches), not by the device. The
+  runtime lets the host run only so far ahead of the device (about 32
+  executions in XLA's client), after which issuing waits too: keep `calls`
+  below that.
   """
+  if not 0 < calls <= MAX_QUEUED_CALLS:
+    raise ValueError(f'calls={calls}: give 1 to {MAX_QUEUED_CALLS}.')
   block(fn())
   start = time.perf_counter()
   for _ in range(calls):

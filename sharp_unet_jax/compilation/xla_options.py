@@ -21,12 +21,14 @@ default not convolutions, and only runs of at least 5 commands. U-Net's steps
 alternate convolutions with one to three fused kernels, so most of them were
 launched one by one: at configs/default.py's 64x64 the train step was bound by
 the host's launches on one H200 (issuing a step took as long as running it).
-`compute_options('gpu')` adds convolutions to XLA's default command types.
+`compute_options('gpu')` adds convolutions to XLA's default command types
+(`command_buffer_types`; for jaxlib 0.10 and 0.12, whose defaults it lists).
 Measured on one H200 (jax 0.11.2, batch 16, ours against ours, same process):
 step time 0.97x (float32) and 0.60x (bfloat16) at 64x64 waited for step by
-step, 0.73x and 0.58x with steps queued, 0.98-1.00x at 192x256, and the same
-parameters after a step (differences <= 1.5e-8). XLA drops the convolution
-command on a CUDA driver or runtime older than 12.3.
+step, 0.73x and 0.58x with steps queued, 0.98-1.00x at 192x256, and the
+parameters after a step equal to within 1.5e-8 (jaxlib 0.11.2, given jaxlib
+0.10.2's list and convolutions by hand). XLA drops the convolution command on
+a CUDA driver or runtime older than 12.3.
 
 The options apply to the whole program, so they are chosen for the platform
 the program is compiled for (the mesh's devices, meshes.platform), never the
@@ -40,6 +42,7 @@ with that jaxlib's defaults instead of failing.
 """
 
 import functools
+from importlib import metadata
 import os
 from typing import Optional
 
@@ -51,25 +54,39 @@ YNN_DOTS_ONLY = 'LIBRARY_FUSION_TYPE_DOT'
 ALL_REDUCE_COMBINE_FLAG = 'xla_gpu_all_reduce_combine_threshold_bytes'
 ALL_REDUCE_COMBINE_BYTES = 2**20
 COMMAND_BUFFER_FLAG = 'xla_gpu_enable_command_buffer'
-# XLA's default command types (those of jaxlib 0.10.2), and convolutions.
-COMMAND_BUFFER_TYPES = ','.join(
-  (
-    'FUSION',
-    'CUBLAS',
-    'CUBLASLT',
-    'CUDNN',
-    'CUSTOM_CALL',
-    'CONDITIONAL',
-    'DYNAMIC_SLICE_FUSION',
-    'CONVOLUTION',
-  )
+_COMMAND_TYPES_0_10 = (
+  'FUSION',
+  'CUBLAS',
+  'CUBLASLT',
+  'CUDNN',
+  'CUSTOM_CALL',
+  'CONDITIONAL',
+  'DYNAMIC_SLICE_FUSION',
 )
+# XLA:GPU's default command types, by jaxlib (major, minor) release; the
+# option names the whole list, so it is given only for releases listed here,
+# whose defaults tests/aot_test.py checks. Others keep XLA's own defaults.
+DEFAULT_COMMAND_TYPES = {
+  (0, 10): _COMMAND_TYPES_0_10,
+  (0, 12): (*_COMMAND_TYPES_0_10, 'COLLECTIVES_KERNEL'),
+}
+_JAXLIB = tuple(int(part) for part in metadata.version('jaxlib').split('.')[:2])
+
+
+def command_buffer_types(jaxlib: tuple = _JAXLIB) -> Optional[str]:
+  """XLA:GPU's default command types of this jaxlib, and convolutions, as
+  the option's value; None for a jaxlib whose defaults are not listed."""
+  defaults = DEFAULT_COMMAND_TYPES.get(jaxlib)
+  return None if defaults is None else ','.join((*defaults, 'CONVOLUTION'))
+
+
+_GPU_OPTIONS = {
+  ALL_REDUCE_COMBINE_FLAG: ALL_REDUCE_COMBINE_BYTES,
+  COMMAND_BUFFER_FLAG: command_buffer_types(),
+}
 _COMPUTE_OPTIONS = {
   'cpu': {YNN_FUSION_FLAG: YNN_DOTS_ONLY},
-  'gpu': {
-    ALL_REDUCE_COMBINE_FLAG: ALL_REDUCE_COMBINE_BYTES,
-    COMMAND_BUFFER_FLAG: COMMAND_BUFFER_TYPES,
-  },
+  'gpu': {flag: value for flag, value in _GPU_OPTIONS.items() if value is not None},
 }
 
 
@@ -83,11 +100,16 @@ def compute_options(platform: str) -> Optional[dict]:
   options = _COMPUTE_OPTIONS.get(platform)
   if options is None:
     return None
-  user_flags = os.environ.get('XLA_FLAGS', '')
+  user_flags = _flag_names(os.environ.get('XLA_FLAGS', ''))
   options = {flag: value for flag, value in options.items() if flag not in user_flags}
   if platform == 'cpu':
     options = known_to_cpu_compiler(options)
   return options or None
+
+
+def _flag_names(xla_flags: str) -> set:
+  """The flag names of an XLA_FLAGS string ('--a=1 --b' -> {'a', 'b'})."""
+  return {token.lstrip('-').split('=', 1)[0] for token in xla_flags.split()}
 
 
 def init_options(platform: str) -> Optional[dict]:

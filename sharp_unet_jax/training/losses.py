@@ -30,14 +30,18 @@ def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array
 
 
 def _at_label(values: jax.Array, labels: jax.Array) -> jax.Array:
-  """values[n, h, w, labels[n, h, w]], (N, H, W).
+  """values[n, h, w, labels[n, h, w]], (N, H, W), for labels in 0..K-1.
 
   Picked by comparing the class index with the label, elementwise, not by a
-  gather: the same values, and a gradient that keeps the batch's sharding.
+  gather: the same values for labels in range (a label outside picks
+  nothing, 0; the data sources reject such labels), and a gradient that
+  keeps the batch's sharding.
   (JAX 0.12 cannot transpose the gather of `take_along_axis(...)[..., 0]`
   over a batch on an Explicit mesh axis: it asks for the scatter's
   out_sharding.)
   """
+  if labels.shape != values.shape[:-1]:
+    raise ValueError(f'Labels {labels.shape} do not match values {values.shape}.')
   classes = jnp.arange(values.shape[-1])
   return jnp.sum(jnp.where(labels[..., None] == classes, values, 0), axis=-1)
 
